@@ -1,0 +1,702 @@
+//! Creating a container's init process.
+//!
+//! ```text
+//! runtime (create) ──fork──▶ setup process ──fork──▶ init (pid 1 of the container)
+//!   writes id maps ◀─MapIds─┤ joins cgroup,         │ mounts, devices, pivot_root,
+//!   ─IdsMapped──────────────▶ setns / unshare       │ sysctl, masked/ro paths, rlimits,
+//!   ◀──────Pid(init)─────────┘ exits                 │ user, caps, seccomp, cwd
+//!   records state ◀───────────────────Ready──────────┤
+//!   ─Ack─────────────────────────────────────────────▶ waits on start.sock for `start`,
+//!                                                      then execve (or the workload's run)
+//! ```
+//!
+//! The handshake runs over a `SOCK_SEQPACKET` pair ([`crate::sync`]). The wait for `start` is a
+//! listening unix socket in the container's state directory: it survives the `create` process
+//! exiting, and `start` learns whether `execve` succeeded (the connection closes on exec, or the
+//! init writes the error). Nothing here starts a thread; [`spawn_init`] refuses to fork from a
+//! multi-threaded process.
+
+use std::ffi::{CString, OsStr};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::sys::signal::{kill, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::socket::{
+    accept4, bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+};
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Gid, Pid, Uid};
+use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
+
+use crate::capabilities::CapabilitySets;
+use crate::cgroups::Cgroup;
+use crate::error::{Error, Result, SysContext};
+use crate::namespaces::{id_map_text, NamespacePlan};
+use crate::rootfs::{self, CgroupMount, RootfsOptions};
+use crate::seccomp::SeccompProgram;
+use crate::sync::{Channel, Msg};
+use crate::syscall::LinuxSyscall;
+
+/// Name of the start socket inside the container's state directory.
+pub const START_SOCKET: &str = "start.sock";
+
+/// The default `PATH` when `process.env` has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What the init process knows when it hands over to the workload.
+#[derive(Debug)]
+pub struct ExecContext {
+    /// `process.args`.
+    pub args: Vec<CString>,
+    /// `process.env`.
+    pub env: Vec<CString>,
+    /// The resolved executable (set by [`Workload::prepare`] of native workloads).
+    pub program: Option<PathBuf>,
+}
+
+/// What runs in the container once it is set up: the executor seam.
+///
+/// `prepare` runs in the init process after every isolation step, before it reports ready and
+/// waits for `start` (compile here); `run` runs after `start`.
+pub trait Workload {
+    /// Checks and prepares the workload; an error fails `create`.
+    fn prepare(&mut self, ctx: &mut ExecContext) -> Result<()>;
+    /// Runs it. A native workload replaces the process (`execve`) and returns only on error;
+    /// others return the exit status.
+    fn run(&mut self, ctx: &ExecContext) -> Result<i32>;
+}
+
+/// A Linux program: `process.args[0]` looked up in the container's `PATH` and `execve`d.
+#[derive(Debug, Default)]
+pub struct NativeWorkload;
+
+impl Workload for NativeWorkload {
+    fn prepare(&mut self, ctx: &mut ExecContext) -> Result<()> {
+        let arg0 = ctx
+            .args
+            .first()
+            .ok_or_else(|| Error::invalid("process.args: must have at least one element"))?;
+        let arg0 = Path::new(OsStr::from_bytes(arg0.as_bytes()));
+        ctx.program = Some(find_executable(arg0, &ctx.env)?);
+        Ok(())
+    }
+
+    fn run(&mut self, ctx: &ExecContext) -> Result<i32> {
+        let prog = ctx.program.as_ref().expect("prepare sets program");
+        let p = CString::new(prog.as_os_str().as_bytes()).unwrap_or_default();
+        let e = nix::unistd::execve(&p, &ctx.args, &ctx.env).unwrap_err();
+        Err(Error::sys(format!("exec {}", prog.display()), e))
+    }
+}
+
+/// Finds `arg0` as `execvp` would, with the container's `PATH`; the error says what was tried.
+pub fn find_executable(arg0: &Path, env: &[CString]) -> Result<PathBuf> {
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if arg0.as_os_str().as_bytes().contains(&b'/') {
+        return if is_exec(arg0) {
+            Ok(arg0.to_path_buf())
+        } else if arg0.exists() {
+            Err(Error::invalid(format!(
+                "exec: {}: permission denied (not an executable file)",
+                arg0.display()
+            )))
+        } else {
+            Err(Error::invalid(format!(
+                "exec: {}: no such file or directory in the container",
+                arg0.display()
+            )))
+        };
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.to_bytes().strip_prefix(b"PATH="))
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_else(|| DEFAULT_PATH.to_string());
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let cand = Path::new(dir).join(arg0);
+        if is_exec(&cand) {
+            return Ok(cand);
+        }
+    }
+    Err(Error::invalid(format!(
+        "exec: {:?}: executable file not found in $PATH ({path})",
+        arg0.display().to_string()
+    )))
+}
+
+/// Everything [`spawn_init`] needs.
+pub struct InitConfig<'a> {
+    /// The container's spec.
+    pub spec: &'a Spec,
+    /// The bundle directory (relative mount sources are resolved against it).
+    pub bundle: &'a Path,
+    /// The rootfs, absolute.
+    pub rootfs: &'a Path,
+    /// The container's state directory; the start socket is created in it.
+    pub state_dir: &'a Path,
+    /// The container's cgroup, already created and configured; the setup process joins it.
+    pub cgroup: Option<&'a Cgroup>,
+    /// The cgroup hierarchies to show for `cgroup` mounts.
+    pub cgroup_mounts: Vec<CgroupMount>,
+    /// `chroot` instead of `pivot_root`.
+    pub no_pivot: bool,
+    /// Extra descriptors (from 3) the workload inherits.
+    pub preserve_fds: i32,
+    /// What runs once started.
+    pub workload: &'a mut dyn Workload,
+}
+
+/// Fails if the calling process has more than one thread: forking then is unsafe.
+pub fn ensure_single_threaded() -> Result<()> {
+    let n = std::fs::read_dir("/proc/self/task")
+        .ctx(|| "read /proc/self/task".into())?
+        .count();
+    if n > 1 {
+        return Err(Error::invalid(format!(
+            "refusing to create a container from a process with {n} threads: fork is only safe single-threaded; execute pouch-runtime instead"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates the container's init process and leaves it waiting for `start`.
+///
+/// `on_ready` is called with the init's pid once the init is fully set up; the init goes on
+/// waiting for `start` only if it returns `Ok` (record the container there). On any error the
+/// init process is killed and reaped where possible; the caller removes the cgroup.
+pub fn spawn_init(cfg: InitConfig<'_>, on_ready: &mut dyn FnMut(Pid) -> Result<()>) -> Result<Pid> {
+    ensure_single_threaded()?;
+    let linux = cfg.spec.linux().clone().unwrap_or_default();
+    let plan = NamespacePlan::from_spec(&linux)?;
+    if !plan.creates(LinuxNamespaceType::Mount) {
+        return Err(Error::invalid(
+            "linux.namespaces: pouch needs a new mount namespace ({\"type\": \"mount\"}) to set up the rootfs; add it",
+        ));
+    }
+    validate_names(cfg.spec, &plan)?;
+    validate_sysctl(&linux, &plan)?;
+    let seccomp = match linux.seccomp() {
+        Some(s) => Some(SeccompProgram::compile(s)?),
+        None => None,
+    };
+    let process =
+        cfg.spec.process().as_ref().ok_or_else(|| {
+            Error::invalid("process: missing; a container needs a process to run")
+        })?;
+    if process.terminal().unwrap_or(false) {
+        return Err(Error::invalid(
+            "process.terminal: true is not supported by pouch-runtime yet; set it to false",
+        ));
+    }
+    let caps = match process.capabilities() {
+        Some(c) => Some(CapabilitySets::from_spec(c)?),
+        None => None,
+    };
+    let cstrings = |v: &[String], field: &str| -> Result<Vec<CString>> {
+        v.iter()
+            .map(|s| {
+                CString::new(s.as_bytes())
+                    .map_err(|_| Error::invalid(format!("{field}: {s:?} contains a NUL byte")))
+            })
+            .collect()
+    };
+    let mut ctx = ExecContext {
+        args: cstrings(process.args().as_deref().unwrap_or(&[]), "process.args")?,
+        env: cstrings(process.env().as_deref().unwrap_or(&[]), "process.env")?,
+        program: None,
+    };
+    if ctx.args.is_empty() {
+        return Err(Error::invalid(
+            "process.args: must have at least one element",
+        ));
+    }
+
+    let (parent, child) = Channel::pair()?;
+    // SAFETY: single-threaded (checked above); the child only runs our setup code and exits.
+    match unsafe { fork() }.ctx(|| "fork the setup process".into())? {
+        ForkResult::Child => {
+            drop(parent);
+            let setup = Setup {
+                cfg,
+                plan: &plan,
+                seccomp: seccomp.as_ref(),
+                caps: caps.as_ref(),
+                chan: &child,
+            };
+            let code = match setup.run_setup_process(&mut ctx) {
+                Ok(()) => 0,
+                Err(e) => {
+                    let _ = child.send(&Msg::Error(e.to_string()));
+                    1
+                }
+            };
+            // SAFETY: leave without running the parent's atexit handlers or destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child: setup_pid } => {
+            drop(child);
+            drive_handshake(&parent, setup_pid, &linux, on_ready)
+        }
+    }
+}
+
+fn drive_handshake(
+    chan: &Channel,
+    setup_pid: Pid,
+    linux: &oci_spec::runtime::Linux,
+    on_ready: &mut dyn FnMut(Pid) -> Result<()>,
+) -> Result<Pid> {
+    let mut init: Option<Pid> = None;
+    let mut ready = false;
+    let mut setup_reaped = false;
+    let result = (|| loop {
+        match chan.recv()? {
+            Some(Msg::MapIds) => {
+                write_id_maps(setup_pid, linux)?;
+                chan.send(&Msg::IdsMapped)?;
+            }
+            Some(Msg::Pid(p)) => {
+                init = Some(Pid::from_raw(p));
+                let _ = waitpid(setup_pid, None);
+                setup_reaped = true;
+            }
+            Some(Msg::Ready) => ready = true,
+            Some(Msg::Error(e)) => return Err(Error::Invalid(e)),
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "create handshake: unexpected {other:?}"
+                )))
+            }
+            None => {
+                return Err(Error::invalid(
+                    "the container's init process exited during setup without saying why",
+                ))
+            }
+        }
+        if let (true, Some(pid)) = (ready, init) {
+            on_ready(pid)?;
+            chan.send(&Msg::Ack)?;
+            return Ok(pid);
+        }
+    })();
+    if result.is_err() {
+        if let Some(pid) = init {
+            let _ = kill(pid, Signal::SIGKILL);
+            // The init is our grandchild: it is reaped by our subreaper, or by init.
+            let _ = waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        }
+        let _ = kill(setup_pid, Signal::SIGKILL);
+    }
+    if !setup_reaped {
+        let _ = waitpid(setup_pid, None);
+    }
+    result
+}
+
+fn write_id_maps(pid: Pid, linux: &oci_spec::runtime::Linux) -> Result<()> {
+    for (file, maps) in [
+        ("uid_map", linux.uid_mappings()),
+        ("gid_map", linux.gid_mappings()),
+    ] {
+        let text = id_map_text(maps.as_deref().unwrap_or(&[]));
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, &text).ctx(|| {
+            format!(
+                "linux.{}: write {path} ({:?})",
+                if file == "uid_map" {
+                    "uidMappings"
+                } else {
+                    "gidMappings"
+                },
+                text.trim()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn validate_names(spec: &Spec, plan: &NamespacePlan) -> Result<()> {
+    let wants = spec.hostname().as_deref().is_some_and(|h| !h.is_empty())
+        || spec.domainname().as_deref().is_some_and(|h| !h.is_empty());
+    if wants && !plan.creates(LinuxNamespaceType::Uts) {
+        return Err(Error::invalid(
+            "hostname/domainname: setting them needs a new UTS namespace ({\"type\": \"uts\"} in linux.namespaces)",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that every sysctl is namespaced and its namespace is the container's own.
+pub fn validate_sysctl(linux: &oci_spec::runtime::Linux, plan: &NamespacePlan) -> Result<()> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    for key in linux.sysctl().iter().flat_map(|m| m.keys()) {
+        let (ns, name) = if IPC.contains(&key.as_str()) || key.starts_with("fs.mqueue.") {
+            (LinuxNamespaceType::Ipc, "ipc")
+        } else if key.starts_with("net.") {
+            (LinuxNamespaceType::Network, "network")
+        } else if key == "kernel.hostname" || key == "kernel.domainname" {
+            (LinuxNamespaceType::Uts, "uts")
+        } else {
+            return Err(Error::invalid(format!(
+                "linux.sysctl: {key:?} is not namespaced, so setting it would change the host; remove it"
+            )));
+        };
+        if !plan.has(ns) {
+            return Err(Error::invalid(format!(
+                "linux.sysctl: {key:?} needs the container to have its own {name} namespace; add it to linux.namespaces"
+            )));
+        }
+    }
+    Ok(())
+}
+
+struct Setup<'a, 'b> {
+    cfg: InitConfig<'b>,
+    plan: &'a NamespacePlan,
+    seccomp: Option<&'a SeccompProgram>,
+    caps: Option<&'a CapabilitySets>,
+    chan: &'a Channel,
+}
+
+impl Setup<'_, '_> {
+    /// The setup process: cgroup, namespaces, then fork the init.
+    fn run_setup_process(mut self, ctx: &mut ExecContext) -> Result<()> {
+        // If the runtime dies now, so do we.
+        // SAFETY: prctl with constant arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+        if let Some(cg) = self.cfg.cgroup {
+            cg.add_task(nix::unistd::getpid())?;
+        }
+        self.plan.join_all()?;
+        if self.plan.new_user {
+            self.plan.unshare_user()?;
+            self.chan.send(&Msg::MapIds)?;
+            self.chan.expect(&Msg::IdsMapped)?;
+            nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+                .ctx(|| "setgid 0 in the new user namespace (is container gid 0 mapped in linux.gidMappings?)".into())?;
+            nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+                .ctx(|| "setuid 0 in the new user namespace (is container uid 0 mapped in linux.uidMappings?)".into())?;
+        }
+        self.plan.unshare_others()?;
+        write_time_offsets(self.cfg.spec)?;
+        // SAFETY: single-threaded.
+        match unsafe { fork() }.ctx(|| "fork the container's init".into())? {
+            ForkResult::Child => {
+                let r = self.run_init(ctx);
+                // Only errors come back: success ends in exec or in the workload's exit.
+                let code = match r {
+                    Ok(code) => code,
+                    Err(e) => {
+                        let _ = self.chan.send(&Msg::Error(e.to_string()));
+                        1
+                    }
+                };
+                // SAFETY: see above.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => {
+                self.chan.send(&Msg::Pid(child.as_raw()))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The container's init: everything up to the wait for `start`, then the workload.
+    fn run_init(&mut self, ctx: &mut ExecContext) -> Result<i32> {
+        let spec = self.cfg.spec;
+        let process = spec.process().as_ref().expect("checked");
+        let sys = LinuxSyscall;
+        nix::unistd::setsid().ctx(|| "setsid".into())?;
+        if let Some(adj) = process.oom_score_adj() {
+            std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+                .ctx(|| format!("process.oomScoreAdj: write {adj}"))?;
+        }
+        set_rlimits(spec)?;
+        let listener = self.listen_for_start()?;
+        let opts = RootfsOptions {
+            rootfs: self.cfg.rootfs,
+            bundle: self.cfg.bundle,
+            cgroup_ns: self.plan.creates(LinuxNamespaceType::Cgroup),
+            user_ns: self.plan.has(LinuxNamespaceType::User),
+            cgroup_mounts: &self.cfg.cgroup_mounts,
+        };
+        rootfs::prepare(&sys, spec, &opts)?;
+        rootfs::enter_root(&sys, self.cfg.rootfs, self.cfg.no_pivot)?;
+        write_sysctls(spec)?;
+        rootfs::finalize(&sys, spec)?;
+        if self.plan.creates(LinuxNamespaceType::Uts) {
+            rootfs::set_names(&sys, spec)?;
+        }
+        let nnp = process.no_new_privileges().unwrap_or(false);
+        if nnp {
+            // SAFETY: prctl with constant arguments.
+            let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+            nix::errno::Errno::result(rc).ctx(|| "process.noNewPrivileges: prctl".into())?;
+        } else if let Some(s) = self.seccomp {
+            // Without no_new_privs the filter must be loaded while CAP_SYS_ADMIN is held.
+            s.load()?;
+        }
+        self.switch_user(spec)?;
+        let cwd = process.cwd();
+        if !cwd.as_os_str().is_empty() {
+            nix::unistd::chdir(cwd.as_path())
+                .ctx(|| format!("process.cwd: chdir {}", cwd.display()))?;
+        }
+        self.cfg.workload.prepare(ctx)?;
+        reset_signals();
+        if self.cfg.preserve_fds >= 0 {
+            mark_cloexec_from(3 + self.cfg.preserve_fds);
+        }
+        self.chan.send(&Msg::Ready)?;
+        self.chan.expect(&Msg::Ack)?;
+        let conn = loop {
+            match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+                Ok(fd) => break unsafe { OwnedFd::from_raw_fd(fd) },
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("wait for start (accept)", e)),
+            }
+        };
+        drop(listener);
+        if nnp {
+            if let Some(s) = self.seccomp {
+                s.load()?;
+            }
+        }
+        let mut conn = std::fs::File::from(conn);
+        match self.cfg.workload.run(ctx) {
+            Ok(code) => Ok(code),
+            Err(e) => {
+                let _ = conn.write_all(e.to_string().as_bytes());
+                Ok(127)
+            }
+        }
+    }
+
+    fn listen_for_start(&self) -> Result<OwnedFd> {
+        let sock = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .ctx(|| "create the start socket".into())?;
+        // A relative name keeps long state paths within sun_path's 108 bytes.
+        nix::unistd::chdir(self.cfg.state_dir)
+            .ctx(|| format!("chdir {}", self.cfg.state_dir.display()))?;
+        let _ = std::fs::remove_file(START_SOCKET);
+        let addr = UnixAddr::new(START_SOCKET).ctx(|| "start socket address".into())?;
+        bind(sock.as_raw_fd(), &addr)
+            .ctx(|| format!("bind {}/{START_SOCKET}", self.cfg.state_dir.display()))?;
+        listen(&sock, Backlog::new(4).expect("valid backlog"))
+            .ctx(|| "listen on the start socket".into())?;
+        nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
+        Ok(sock)
+    }
+
+    fn switch_user(&self, spec: &Spec) -> Result<()> {
+        let process = spec.process().as_ref().expect("checked");
+        let user = process.user();
+        if let Some(c) = self.caps {
+            c.apply_bounding()?;
+        }
+        // SAFETY: prctl with constant arguments.
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+        let gids: Vec<Gid> = user
+            .additional_gids()
+            .iter()
+            .flatten()
+            .map(|g| Gid::from_raw(*g))
+            .collect();
+        let in_userns_without_setgroups = std::fs::read_to_string("/proc/self/setgroups")
+            .map(|s| s.trim() == "deny")
+            .unwrap_or(false);
+        if !in_userns_without_setgroups {
+            nix::unistd::setgroups(&gids)
+                .ctx(|| "process.user.additionalGids: setgroups".into())?;
+        }
+        let (uid, gid) = (Uid::from_raw(user.uid()), Gid::from_raw(user.gid()));
+        nix::unistd::setresgid(gid, gid, gid).ctx(|| {
+            format!("process.user.gid: setgid {gid} (is it mapped in the user namespace?)")
+        })?;
+        nix::unistd::setresuid(uid, uid, uid).ctx(|| {
+            format!("process.user.uid: setuid {uid} (is it mapped in the user namespace?)")
+        })?;
+        // SAFETY: prctl with constant arguments.
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+        if let Some(c) = self.caps {
+            c.apply()?;
+        } else if !uid.is_root() {
+            // No capabilities listed: a non-root user keeps none (setuid already cleared them).
+        }
+        nix::sys::stat::umask(Mode::from_bits_truncate(user.umask().unwrap_or(0o022)));
+        Ok(())
+    }
+}
+
+fn write_time_offsets(spec: &Spec) -> Result<()> {
+    let Some(offsets) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref())
+    else {
+        return Ok(());
+    };
+    let mut text = String::new();
+    for (clock, off) in offsets {
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
+    }
+    std::fs::write("/proc/self/timens_offsets", text).ctx(|| {
+        "linux.timeOffsets: write /proc/self/timens_offsets (needs a new time namespace)".into()
+    })
+}
+
+fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
+    match t {
+        PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => libc::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => libc::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => libc::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => libc::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
+    }
+}
+
+fn set_rlimits(spec: &Spec) -> Result<()> {
+    let limits = spec.process().as_ref().and_then(|p| p.rlimits().as_ref());
+    for (i, r) in limits.into_iter().flatten().enumerate() {
+        if r.soft() > r.hard() {
+            return Err(Error::invalid(format!(
+                "process.rlimits[{i}] ({}): soft limit {} is above the hard limit {}",
+                r.typ(),
+                r.soft(),
+                r.hard()
+            )));
+        }
+        let lim = libc::rlimit {
+            rlim_cur: r.soft(),
+            rlim_max: r.hard(),
+        };
+        // SAFETY: valid resource and struct.
+        let rc = unsafe { libc::setrlimit(rlimit_resource(r.typ()), &lim) };
+        nix::errno::Errno::result(rc).ctx(|| {
+            format!(
+                "process.rlimits[{i}] ({} soft {} hard {}): setrlimit",
+                r.typ(),
+                r.soft(),
+                r.hard()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+fn write_sysctls(spec: &Spec) -> Result<()> {
+    let Some(map) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) else {
+        return Ok(());
+    };
+    for (k, v) in map {
+        let path = format!("/proc/sys/{}", k.replace('.', "/"));
+        std::fs::write(&path, v).ctx(|| format!("linux.sysctl: {k}={v}: write {path}"))?;
+    }
+    Ok(())
+}
+
+/// Default dispositions and an empty mask, as a freshly started program expects (the Rust
+/// runtime ignores SIGPIPE, and an ignored signal stays ignored across execve).
+fn reset_signals() {
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: resetting to SIG_DFL installs no handler.
+            let _ = unsafe { nix::sys::signal::signal(sig, SigHandler::SigDfl) };
+        }
+    }
+    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+fn mark_cloexec_from(first: i32) {
+    // SAFETY: close_range with the CLOEXEC flag only changes descriptor flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executables_are_found_in_the_container_path() {
+        let env = vec![CString::new("PATH=/nonexistent:/bin:/usr/bin").unwrap()];
+        assert!(find_executable(Path::new("sh"), &env)
+            .unwrap()
+            .ends_with("sh"));
+        let e = find_executable(Path::new("no-such-prog"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("executable file not found") && e.contains("no-such-prog"),
+            "{e}"
+        );
+        let e = find_executable(Path::new("/etc/hostname"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("permission denied"), "{e}");
+    }
+
+    #[test]
+    fn host_sysctls_are_refused() {
+        let linux: oci_spec::runtime::Linux = serde_json::from_str(
+            r#"{"namespaces":[{"type":"mount"},{"type":"network"}],"sysctl":{"vm.swappiness":"10"}}"#,
+        )
+        .unwrap();
+        let plan = NamespacePlan::from_spec(&linux).unwrap();
+        let e = validate_sysctl(&linux, &plan).unwrap_err().to_string();
+        assert!(
+            e.contains("vm.swappiness") && e.contains("not namespaced"),
+            "{e}"
+        );
+        let linux: oci_spec::runtime::Linux = serde_json::from_str(
+            r#"{"namespaces":[{"type":"mount"}],"sysctl":{"kernel.shmmax":"10"}}"#,
+        )
+        .unwrap();
+        let plan = NamespacePlan::from_spec(&linux).unwrap();
+        let e = validate_sysctl(&linux, &plan).unwrap_err().to_string();
+        assert!(e.contains("ipc namespace"), "{e}");
+    }
+}

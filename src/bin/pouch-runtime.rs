@@ -1,0 +1,305 @@
+//! `pouch-runtime`: a runc-compatible OCI runtime CLI over the Pouch library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use pouch::logging::{self, LogFormat};
+use pouch::runtime::{signal::parse_signal, CreateOptions, RunOptions, Runtime, DEFAULT_ROOT};
+
+/// pouch-runtime: run OCI containers (runc-compatible command line).
+///
+/// Containers are created from OCI bundles (a directory with config.json and a rootfs) and
+/// go through create → start → kill → delete, or `run` for all of it. State is kept under
+/// --root. Errors are printed on stderr and, with --log, written to the log file.
+#[derive(Parser, Debug)]
+#[command(name = "pouch-runtime", version, propagate_version = true)]
+struct Cli {
+    /// Directory for the containers' state (must be on tmpfs or similar for reboots to clear it).
+    #[arg(long, global = true, default_value = DEFAULT_ROOT, env = "POUCH_RUNTIME_ROOT")]
+    root: PathBuf,
+    /// Write the log (and errors) to this file instead of stderr.
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log format: text (logfmt) or json (one object a line, as containerd expects).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    log_format: Format,
+    /// Log debug messages too.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Manage cgroups through systemd (not supported: pouch-runtime manages cgroupfs directly).
+    #[arg(long, global = true)]
+    systemd_cgroup: bool,
+    /// Accepted for compatibility with runc callers; checkpointing is not supported.
+    #[arg(long, global = true, hide = true)]
+    criu: Option<String>,
+    /// Accepted for compatibility with runc callers (auto|true|false); ignored.
+    #[arg(long, global = true, hide = true)]
+    rootless: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum ListFormat {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Write a default config.json into the bundle directory.
+    Spec {
+        /// The bundle directory.
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+    },
+    /// Create a container: set it up and leave it waiting for `start`.
+    Create {
+        /// Container id (letters, digits, _ + - .).
+        id: String,
+        #[command(flatten)]
+        opts: CreateArgs,
+    },
+    /// Start a created container's program.
+    Start {
+        /// Container id.
+        id: String,
+    },
+    /// Print a container's state as runtime-spec JSON.
+    State {
+        /// Container id.
+        id: String,
+    },
+    /// Send a signal (default SIGTERM) to a container's init, or to all its processes.
+    Kill {
+        /// Container id.
+        id: String,
+        /// Signal, by number (9) or name (KILL, SIGKILL).
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+        /// Send the signal to every process in the container's cgroup.
+        #[arg(short, long)]
+        all: bool,
+    },
+    /// Delete a stopped container (and, with --force, a running one).
+    Delete {
+        /// Container id.
+        id: String,
+        /// Kill the container first if it still runs.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Create and start a container; in the foreground, wait and exit with its status.
+    Run {
+        /// Container id.
+        id: String,
+        #[command(flatten)]
+        opts: CreateArgs,
+        /// Return once the container is started.
+        #[arg(short, long)]
+        detach: bool,
+        /// Keep the stopped container after a foreground run (default: delete it).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// List containers.
+    List {
+        /// Print only the ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Print the features this runtime implements (runtime-spec features JSON).
+    Features,
+}
+
+#[derive(clap::Args, Debug)]
+struct CreateArgs {
+    /// The bundle directory (holds config.json).
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Write the pid of the container's init to this file.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// Unix socket to send the terminal master to (for process.terminal).
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    /// Pass this many extra descriptors (from fd 3) to the container.
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: u32,
+    /// Use chroot instead of pivot_root (for a rootfs on a ramdisk).
+    #[arg(long)]
+    no_pivot: bool,
+    /// Accepted for runc compatibility: no session keyring is created anyway.
+    #[arg(long)]
+    no_new_keyring: bool,
+}
+
+impl From<CreateArgs> for CreateOptions {
+    fn from(a: CreateArgs) -> Self {
+        CreateOptions {
+            bundle: a.bundle,
+            pid_file: a.pid_file,
+            console_socket: a.console_socket,
+            preserve_fds: a.preserve_fds,
+            no_pivot: a.no_pivot,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match cli.log_format {
+        Format::Text => LogFormat::Text,
+        Format::Json => LogFormat::Json,
+    };
+    let logged_to_file = cli.log.is_some();
+    if let Err(e) = logging::init(cli.log.as_deref(), format, cli.debug) {
+        eprintln!(
+            "pouch-runtime: cannot open --log {}: {e}",
+            cli.log
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        );
+        return ExitCode::from(1);
+    }
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            tracing::error!("{msg}");
+            if logged_to_file {
+                eprintln!("pouch-runtime: {msg}");
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    if cli.systemd_cgroup {
+        bail!(
+            "--systemd-cgroup: systemd cgroup management is not supported; pouch-runtime manages cgroupfs itself \
+             (podman: cgroup_manager = \"cgroupfs\"; containerd: SystemdCgroup = false)"
+        );
+    }
+    let rt = Runtime::new(&cli.root);
+    let mut out = std::io::stdout().lock();
+    match cli.cmd {
+        Cmd::Spec { bundle } => {
+            let path = bundle.join("config.json");
+            if path.exists() {
+                bail!("{} exists; remove it first", path.display());
+            }
+            let text = serde_json::to_string_pretty(&pouch::spec::default_spec_json())?;
+            std::fs::write(&path, text + "\n")
+                .with_context(|| format!("write {}", path.display()))?;
+        }
+        Cmd::Create { id, opts } => {
+            rt.create(&id, &opts.into())?;
+        }
+        Cmd::Start { id } => rt.start(&id)?,
+        Cmd::State { id } => {
+            let s = rt.state(&id)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&s)?)?;
+        }
+        Cmd::Kill { id, signal, all } => rt.kill(&id, parse_signal(&signal)?, all)?,
+        Cmd::Delete { id, force } => rt.delete(&id, force)?,
+        Cmd::Run {
+            id,
+            opts,
+            detach,
+            keep,
+        } => {
+            let code = rt.run(
+                &id,
+                &RunOptions {
+                    create: opts.into(),
+                    detach,
+                    keep,
+                },
+            )?;
+            return Ok(code.clamp(0, 255) as u8);
+        }
+        Cmd::List { quiet, format } => {
+            let all = rt.list()?;
+            if quiet {
+                for s in &all {
+                    writeln!(out, "{}", s.id)?;
+                }
+            } else {
+                match format {
+                    ListFormat::Json => writeln!(out, "{}", serde_json::to_string(&all)?)?,
+                    ListFormat::Table => {
+                        let rows: Vec<[String; 6]> = all
+                            .iter()
+                            .map(|s| {
+                                [
+                                    s.id.clone(),
+                                    s.pid.to_string(),
+                                    s.status.to_string(),
+                                    s.bundle.display().to_string(),
+                                    s.created.clone(),
+                                    s.owner.clone(),
+                                ]
+                            })
+                            .collect();
+                        print_table(
+                            &mut out,
+                            ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"],
+                            &rows,
+                        )?;
+                    }
+                }
+            }
+        }
+        Cmd::Features => {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&pouch::runtime::features::features())?
+            )?;
+        }
+    }
+    Ok(0)
+}
+
+fn print_table(out: &mut impl Write, head: [&str; 6], rows: &[[String; 6]]) -> std::io::Result<()> {
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i + 1 == cells.len() {
+                    c.to_string()
+                } else {
+                    format!("{c:<width$}", width = w[i] + 3)
+                }
+            })
+            .collect::<String>()
+    };
+    writeln!(out, "{}", line(head.to_vec()))?;
+    for r in rows {
+        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}

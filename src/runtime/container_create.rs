@@ -1,0 +1,186 @@
+//! `create`: set the container up and leave its init waiting for `start`.
+
+use std::path::{Path, PathBuf};
+
+use native_runner::cgroups::{Cgroup, Layout};
+use native_runner::process::{spawn_init, InitConfig, NativeWorkload};
+use native_runner::rootfs::CgroupMount;
+
+use super::process_handle::{boot_id, stat_of};
+use super::state::{now_rfc3339, ContainerDir, ContainerRecord, ContainerState};
+use super::{Error, Runtime};
+use crate::spec::{load_bundle_spec, rootfs_path};
+
+/// The options of `create` (and of `run`).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// The bundle directory (holds config.json).
+    pub bundle: PathBuf,
+    /// Where to write the init's pid.
+    pub pid_file: Option<PathBuf>,
+    /// The unix socket to send a terminal's master to (`process.terminal`).
+    pub console_socket: Option<PathBuf>,
+    /// How many descriptors after stdio the container inherits.
+    pub preserve_fds: u32,
+    /// `chroot` instead of `pivot_root`.
+    pub no_pivot: bool,
+}
+
+/// The cgroup path a container gets when the spec has none.
+pub fn default_cgroup_path(id: &str) -> String {
+    format!("/pouch/{id}")
+}
+
+/// The hierarchies a `cgroup` mount shows inside the container.
+pub fn cgroup_mounts(layout: &Layout, cgroup_path: &str) -> Vec<CgroupMount> {
+    let rel = cgroup_path.trim_start_matches('/');
+    let name_of = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut v: Vec<CgroupMount> = layout
+        .v1_hierarchies()
+        .iter()
+        .map(|h| CgroupMount {
+            name: name_of(&h.mount_point),
+            fstype: "cgroup",
+            data: h.controllers.join(","),
+            host_dir: h.mount_point.join(rel),
+        })
+        .collect();
+    if let Some(u) = layout.unified_mount() {
+        v.push(CgroupMount {
+            name: if matches!(layout, Layout::V2 { .. }) {
+                String::new()
+            } else {
+                name_of(u)
+            },
+            fstype: "cgroup2",
+            data: String::new(),
+            host_dir: u.join(rel),
+        });
+    }
+    v
+}
+
+impl Runtime {
+    /// Creates container `id` from a bundle: checks the spec, creates the cgroup and the init
+    /// process, records the state. On failure nothing is left behind.
+    pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<ContainerState, Error> {
+        super::validate_id(id)?;
+        let bundle = std::fs::canonicalize(&opts.bundle)
+            .map_err(|e| Error::Spec(format!("bundle {}: {e}", opts.bundle.display())))?;
+        let spec = load_bundle_spec(&bundle)?;
+        let rootfs = rootfs_path(&bundle, &spec);
+        let rootfs = std::fs::canonicalize(&rootfs)
+            .ok()
+            .filter(|p| p.is_dir())
+            .ok_or_else(|| {
+                Error::Spec(format!(
+                    "root.path: rootfs {} does not exist or is not a directory",
+                    rootfs.display()
+                ))
+            })?;
+        let terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        if opts.console_socket.is_some() && !terminal {
+            return Err(Error::Spec(
+                "--console-socket is given but process.terminal is false: drop the flag or set terminal to true".into(),
+            ));
+        }
+        let linux = spec.linux().clone().unwrap_or_default();
+        let cgroup_path = linux
+            .cgroups_path()
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| default_cgroup_path(id));
+        let layout = Layout::detect()?;
+        let cgroup = Cgroup::new(&layout, &cgroup_path)?;
+
+        let (dir, _lock) = super::state::ContainerDir::create(self, id)?;
+        let mut rec = ContainerRecord {
+            id: id.to_string(),
+            bundle: bundle.clone(),
+            rootfs: rootfs.clone(),
+            pid: 0,
+            pid_start_time: 0,
+            boot_id: boot_id(),
+            created: now_rfc3339(),
+            cgroup_path: cgroup_path.clone(),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            started: false,
+        };
+        let result = (|| -> Result<(), Error> {
+            dir.save(&rec)?;
+            cgroup.create()?;
+            if let Some(res) = linux.resources() {
+                let mut res = res.clone();
+                if let Some(rules) = native_runner::rootfs::device_cgroup_rules(&spec) {
+                    res.set_devices(Some(rules));
+                }
+                cgroup.apply(&res)?;
+            }
+            let mut workload = NativeWorkload;
+            let cfg = InitConfig {
+                spec: &spec,
+                bundle: &bundle,
+                rootfs: &rootfs,
+                state_dir: &dir.path,
+                cgroup: Some(&cgroup),
+                cgroup_mounts: cgroup_mounts(&layout, &cgroup_path),
+                no_pivot: opts.no_pivot,
+                preserve_fds: opts.preserve_fds as i32,
+                workload: &mut workload,
+            };
+            spawn_init(cfg, &mut |pid| {
+                rec.pid = pid.as_raw();
+                rec.pid_start_time = stat_of(rec.pid).map(|s| s.0).unwrap_or(0);
+                dir.save(&rec)
+                    .map_err(|e| native_runner::Error::invalid(e.to_string()))?;
+                if let Some(pf) = &opts.pid_file {
+                    write_pid_file(pf, rec.pid)
+                        .map_err(|e| native_runner::Error::invalid(e.to_string()))?;
+                }
+                Ok(())
+            })?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            cleanup_failed_create(&dir, &cgroup);
+            return Err(e);
+        }
+        tracing::debug!(id, pid = rec.pid, cgroup = %cgroup_path, "created");
+        Ok(dir.state(&rec))
+    }
+}
+
+fn cleanup_failed_create(dir: &ContainerDir, cgroup: &Cgroup) {
+    if let Ok(pids) = cgroup.pids() {
+        for p in pids {
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    if let Err(e) = cgroup.destroy() {
+        tracing::warn!("cleanup after failed create: {e}");
+    }
+    if let Err(e) = dir.remove() {
+        tracing::warn!("cleanup after failed create: {e}");
+    }
+}
+
+/// Writes a pid file atomically, as runc does (callers poll for it).
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<(), Error> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    std::fs::write(&tmp, pid.to_string())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Error::io(format!("--pid-file: write {}", path.display()), e))
+}

@@ -1,0 +1,65 @@
+//! `delete`: remove a stopped (or, with `--force`, any) container and everything it holds.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use native_runner::cgroups::{Cgroup, Layout};
+
+use super::container_kill::signal_all;
+use super::state::{ContainerDir, Status};
+use super::{Error, Runtime};
+
+impl Runtime {
+    /// Deletes a container: its processes (created containers' init, or anything with
+    /// `force`), its cgroup and its state directory.
+    pub fn delete(&self, id: &str, force: bool) -> Result<(), Error> {
+        let dir = ContainerDir::open(self, id)?;
+        let _lock = dir.lock()?;
+        let rec = match dir.load() {
+            Ok(r) => r,
+            // A create that died before writing any state: nothing else can exist.
+            Err(Error::NotFound(_)) => return dir.remove(),
+            Err(e) if force => {
+                tracing::warn!("delete --force {id}: {e}");
+                return dir.remove();
+            }
+            Err(e) => return Err(e),
+        };
+        let status = dir.status(&rec);
+        match status {
+            Status::Running | Status::Paused if !force => {
+                return Err(Error::WrongStatus(format!(
+                    "cannot delete container {id:?} that is not stopped: {status} (stop it with `kill`, or use `delete --force`)"
+                )))
+            }
+            _ => {}
+        }
+        let cg = Cgroup::new(&Layout::detect()?, &rec.cgroup_path)?;
+        if status != Status::Stopped {
+            if let Some(h) = dir.init_handle(&rec) {
+                let _ = h.signal(Signal::SIGKILL);
+                if status == Status::Paused {
+                    let _ = cg.thaw();
+                }
+                if !h.wait_exit(Duration::from_secs(10)) {
+                    return Err(Error::Other(format!(
+                        "delete {id:?}: the init process {} did not exit 10 s after SIGKILL",
+                        h.pid()
+                    )));
+                }
+            }
+        }
+        // Without a pid namespace, the init's children may outlive it.
+        if cg.exists() {
+            let pids = cg.pids().unwrap_or_default();
+            if !pids.is_empty() {
+                signal_all(&cg, Signal::SIGKILL, false)?;
+            }
+            cg.destroy()?;
+        }
+        dir.remove()?;
+        tracing::debug!(id, "deleted");
+        Ok(())
+    }
+}

@@ -1,0 +1,47 @@
+//! `start`: tell a created container's init to run the user program.
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+
+use super::state::{ContainerDir, Status};
+use super::{Error, Runtime};
+
+impl Runtime {
+    /// Starts a created container. Fails if it is not `created`, or if the program could not
+    /// be executed (the init's error is returned).
+    pub fn start(&self, id: &str) -> Result<(), Error> {
+        let dir = ContainerDir::open(self, id)?;
+        let _lock = dir.lock()?;
+        let mut rec = dir.load()?;
+        let status = dir.status(&rec);
+        if status != Status::Created {
+            return Err(Error::WrongStatus(format!(
+                "cannot start container {id:?}: it is {status}, not created"
+            )));
+        }
+        // Connect with a relative name: sun_path is limited to 108 bytes.
+        let stream = connect_relative(&dir.path, native_runner::process::START_SOCKET)
+            .map_err(|e| Error::io(format!("connect to the init of {id:?}"), e))?;
+        rec.started = true;
+        dir.save(&rec)?;
+        let _ = std::fs::remove_file(dir.start_socket());
+        // The init closes the connection when execve succeeds (close-on-exec) or writes the
+        // reason it failed.
+        let mut msg = String::new();
+        let mut s = stream;
+        let _ = s.read_to_string(&mut msg);
+        if !msg.is_empty() {
+            return Err(Error::Other(format!("start container {id:?}: {msg}")));
+        }
+        tracing::debug!(id, "started");
+        Ok(())
+    }
+}
+
+fn connect_relative(dir: &std::path::Path, name: &str) -> std::io::Result<UnixStream> {
+    use std::os::fd::AsRawFd;
+    // /proc/self/fd/N/<name> stays short whatever the length of `dir`.
+    let d = std::fs::File::open(dir)?;
+    let p = format!("/proc/self/fd/{}/{name}", d.as_raw_fd());
+    UnixStream::connect(p)
+}

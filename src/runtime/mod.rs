@@ -1,0 +1,97 @@
+//! The OCI runtime: the lifecycle state machine shared by every front, one file per verb.
+//!
+//! ```text
+//!   create ──▶ creating ──▶ created ──start──▶ running ──(exit | kill)──▶ stopped ──delete──▶ gone
+//!                              └───────────────kill / delete --force──────────▶┘
+//! ```
+//!
+//! State lives in `<root>/<id>/state.json` (see [`state`]); the status is never stored but
+//! derived each time from the init's pid and start time, so answers stay right after the
+//! container's process died or the host rebooted.
+
+mod container_create;
+mod container_delete;
+mod container_kill;
+mod container_list;
+mod container_run;
+mod container_start;
+mod container_state;
+mod error;
+pub mod features;
+pub mod process_handle;
+pub mod signal;
+pub mod state;
+
+pub use container_create::CreateOptions;
+pub use container_run::RunOptions;
+pub use error::Error;
+pub use state::{ContainerRecord, ContainerState, Status};
+
+use std::path::{Path, PathBuf};
+
+/// The default `--root` of `pouch-runtime`.
+pub const DEFAULT_ROOT: &str = "/run/pouch-runtime";
+
+/// One runtime state root (`--root`): the containers created under it.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    root: PathBuf,
+}
+
+impl Runtime {
+    /// A runtime over `root` (created on first use, mode 0700).
+    pub fn new(root: impl Into<PathBuf>) -> Runtime {
+        Runtime { root: root.into() }
+    }
+
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The state directory of a container id (the id is validated).
+    pub fn container_dir(&self, id: &str) -> Result<PathBuf, Error> {
+        validate_id(id)?;
+        Ok(self.root.join(id))
+    }
+}
+
+/// Checks a container id: letters, digits, `_ + - .`, not `.` or `..`, at most 1024 bytes.
+pub fn validate_id(id: &str) -> Result<(), Error> {
+    let bad = |reason: &str| Error::InvalidId {
+        id: id.to_string(),
+        reason: reason.to_string(),
+    };
+    if id.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if id == "." || id == ".." {
+        return Err(bad("it names a directory"));
+    }
+    if id.len() > 1024 {
+        return Err(bad("it is longer than 1024 bytes"));
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_+-.".contains(&b))
+    {
+        return Err(bad("use only letters, digits, '_', '+', '-' and '.'"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        for ok in ["a", "abc-1.2_3+x", &"f".repeat(64)] {
+            validate_id(ok).unwrap();
+        }
+        for bad in ["", ".", "..", "a/b", "../x", "a b", "x\0"] {
+            let e = validate_id(bad).unwrap_err().to_string();
+            assert!(e.contains("invalid container id"), "{e}");
+        }
+    }
+}
