@@ -14,7 +14,13 @@ impl Runtime {
     /// Deletes a container: its processes (created containers' init, or anything with
     /// `force`), its cgroup and its state directory.
     pub fn delete(&self, id: &str, force: bool) -> Result<(), Error> {
-        let dir = ContainerDir::open(self, id)?;
+        let dir = match ContainerDir::open(self, id) {
+            Ok(d) => d,
+            // As runc: `delete --force` of a container that is already gone succeeds (the
+            // containerd shim and podman call it after every exit and failed create).
+            Err(Error::NotFound(_)) if force => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let _lock = dir.lock()?;
         let rec = match dir.load() {
             Ok(r) => r,
