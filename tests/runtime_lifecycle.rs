@@ -73,7 +73,7 @@ fn create_start_kill_delete_with_runc_state_fields() {
     stdout_ok(b.rt(&["start", &b.id]));
     assert_eq!(b.state()["status"], "running");
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
-    assert_eq!(cmdline, "sleep\01000\0");
+    assert_eq!(cmdline, "sleep\u{0}1000\u{0}");
     // A second start is refused.
     let o = b.rt(&["start", &b.id]);
     assert!(!o.status.success());

@@ -219,6 +219,9 @@ pub fn spawn_init(cfg: InitConfig<'_>, on_ready: &mut dyn FnMut(Pid) -> Result<(
         ));
     }
 
+    // Bound here, in the runtime's own namespaces and with its privileges: the init may not be
+    // able to reach the state directory once it is in a user namespace.
+    let listener = listen_for_start(cfg.state_dir)?;
     let (parent, child) = Channel::pair()?;
     // SAFETY: single-threaded (checked above); the child only runs our setup code and exits.
     match unsafe { fork() }.ctx(|| "fork the setup process".into())? {
@@ -230,6 +233,7 @@ pub fn spawn_init(cfg: InitConfig<'_>, on_ready: &mut dyn FnMut(Pid) -> Result<(
                 seccomp: seccomp.as_ref(),
                 caps: caps.as_ref(),
                 chan: &child,
+                listener,
             };
             let code = match setup.run_setup_process(&mut ctx) {
                 Ok(()) => 0,
@@ -243,6 +247,7 @@ pub fn spawn_init(cfg: InitConfig<'_>, on_ready: &mut dyn FnMut(Pid) -> Result<(
         }
         ForkResult::Parent { child: setup_pid } => {
             drop(child);
+            drop(listener);
             drive_handshake(&parent, setup_pid, &linux, on_ready)
         }
     }
@@ -373,6 +378,7 @@ struct Setup<'a, 'b> {
     seccomp: Option<&'a SeccompProgram>,
     caps: Option<&'a CapabilitySets>,
     chan: &'a Channel,
+    listener: OwnedFd,
 }
 
 impl Setup<'_, '_> {
@@ -429,7 +435,6 @@ impl Setup<'_, '_> {
                 .ctx(|| format!("process.oomScoreAdj: write {adj}"))?;
         }
         set_rlimits(spec)?;
-        let listener = self.listen_for_start()?;
         let opts = RootfsOptions {
             rootfs: self.cfg.rootfs,
             bundle: self.cfg.bundle,
@@ -467,13 +472,12 @@ impl Setup<'_, '_> {
         self.chan.send(&Msg::Ready)?;
         self.chan.expect(&Msg::Ack)?;
         let conn = loop {
-            match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+            match accept4(self.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
                 Ok(fd) => break unsafe { OwnedFd::from_raw_fd(fd) },
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(Error::sys("wait for start (accept)", e)),
             }
         };
-        drop(listener);
         if nnp {
             if let Some(s) = self.seccomp {
                 s.load()?;
@@ -487,27 +491,6 @@ impl Setup<'_, '_> {
                 Ok(127)
             }
         }
-    }
-
-    fn listen_for_start(&self) -> Result<OwnedFd> {
-        let sock = socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .ctx(|| "create the start socket".into())?;
-        // A relative name keeps long state paths within sun_path's 108 bytes.
-        nix::unistd::chdir(self.cfg.state_dir)
-            .ctx(|| format!("chdir {}", self.cfg.state_dir.display()))?;
-        let _ = std::fs::remove_file(START_SOCKET);
-        let addr = UnixAddr::new(START_SOCKET).ctx(|| "start socket address".into())?;
-        bind(sock.as_raw_fd(), &addr)
-            .ctx(|| format!("bind {}/{START_SOCKET}", self.cfg.state_dir.display()))?;
-        listen(&sock, Backlog::new(4).expect("valid backlog"))
-            .ctx(|| "listen on the start socket".into())?;
-        nix::unistd::chdir("/").ctx(|| "chdir /".into())?;
-        Ok(sock)
     }
 
     fn switch_user(&self, spec: &Spec) -> Result<()> {
@@ -548,6 +531,27 @@ impl Setup<'_, '_> {
         nix::sys::stat::umask(Mode::from_bits_truncate(user.umask().unwrap_or(0o022)));
         Ok(())
     }
+}
+
+/// Creates the listening start socket in the container's state directory.
+fn listen_for_start(state_dir: &Path) -> Result<OwnedFd> {
+    let sock = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ctx(|| "create the start socket".into())?;
+    // A path through the directory's descriptor keeps long state paths within sun_path's
+    // 108 bytes.
+    let dir = std::fs::File::open(state_dir).ctx(|| format!("open {}", state_dir.display()))?;
+    let name = format!("/proc/self/fd/{}/{START_SOCKET}", dir.as_raw_fd());
+    let _ = std::fs::remove_file(&name);
+    let addr = UnixAddr::new(name.as_str()).ctx(|| "start socket address".into())?;
+    bind(sock.as_raw_fd(), &addr).ctx(|| format!("bind {}/{START_SOCKET}", state_dir.display()))?;
+    listen(&sock, Backlog::new(4).expect("valid backlog"))
+        .ctx(|| "listen on the start socket".into())?;
+    Ok(sock)
 }
 
 fn write_time_offsets(spec: &Spec) -> Result<()> {
