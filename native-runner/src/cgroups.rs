@@ -550,6 +550,17 @@ impl Cgroup {
         self.v2_freeze(true)
     }
 
+    /// Whether the cgroup is frozen now (v1 `freezer.state` = `FROZEN`, else v2
+    /// `cgroup.freeze` = `1`); `false` when it does not exist.
+    pub fn is_frozen(&self) -> bool {
+        if let Some(dir) = self.v1_dir("freezer") {
+            return read_trimmed(&dir.join("freezer.state")).is_ok_and(|s| s == "FROZEN");
+        }
+        self.unified
+            .as_ref()
+            .is_some_and(|u| read_trimmed(&u.dir.join("cgroup.freeze")).is_ok_and(|s| s == "1"))
+    }
+
     /// Thaws the cgroup (v1 `freezer.state` = `THAWED`; v2 `cgroup.freeze` = `0`).
     pub fn thaw(&self) -> Result<()> {
         if let Some(dir) = self.v1_dir("freezer") {

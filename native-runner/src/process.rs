@@ -677,9 +677,10 @@ mod tests {
             e.contains("executable file not found") && e.contains("no-such-prog"),
             "{e}"
         );
-        let e = find_executable(Path::new("/etc/hostname"), &env)
-            .unwrap_err()
-            .to_string();
+        let d = tempfile::tempdir().unwrap();
+        let plain = d.path().join("plain");
+        std::fs::write(&plain, "not a program").unwrap();
+        let e = find_executable(&plain, &env).unwrap_err().to_string();
         assert!(e.contains("permission denied"), "{e}");
     }
 

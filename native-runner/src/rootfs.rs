@@ -544,12 +544,7 @@ pub fn create_device(sys: &dyn Syscall, d: &LinuxDevice, o: &RootfsOptions) -> R
     let mode = Mode::from_bits_truncate(d.file_mode().unwrap_or(0o666));
     sys.mknod(&host, kind, mode, dev)?;
     if d.uid().is_some() || d.gid().is_some() {
-        nix::unistd::chown(
-            &host,
-            d.uid().map(nix::unistd::Uid::from_raw),
-            d.gid().map(nix::unistd::Gid::from_raw),
-        )
-        .ctx(|| format!("chown {}", host.display()))?;
+        sys.chown(&host, d.uid(), d.gid())?;
     }
     Ok(())
 }
@@ -831,6 +826,8 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/", root.path().join("escape")).unwrap();
         std::os::unix::fs::symlink("../../../../etc", root.path().join("up")).unwrap();
+        std::os::unix::fs::symlink("/missing-dir", root.path().join("dangling")).unwrap();
+        std::fs::create_dir(root.path().join("etc")).unwrap();
         let canon = root.path().canonicalize().unwrap();
         let p = resolve_in_root(root.path(), Path::new("/escape/proc"), Create::Dir).unwrap();
         assert_eq!(p, canon.join("proc"));
@@ -839,6 +836,9 @@ mod tests {
         let p = resolve_in_root(root.path(), Path::new("/a/b/file"), Create::File).unwrap();
         assert!(p.is_file() && p.starts_with(&canon));
         assert!(resolve_in_root(root.path(), Path::new("/missing"), Create::Nothing).is_err());
+        // Through a dangling symlink: an error, never a directory outside.
+        assert!(resolve_in_root(root.path(), Path::new("/dangling/x"), Create::Dir).is_err());
+        assert!(!Path::new("/missing-dir").exists());
     }
 
     #[test]

@@ -33,6 +33,8 @@ pub trait Syscall {
     fn mknod(&self, path: &Path, kind: SFlag, mode: Mode, dev: u64) -> Result<()>;
     /// symlink(2).
     fn symlink(&self, target: &Path, link: &Path) -> Result<()>;
+    /// chown(2); `None` leaves that id unchanged.
+    fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()>;
     /// sethostname(2).
     fn sethostname(&self, name: &str) -> Result<()>;
     /// setdomainname(2).
@@ -90,6 +92,15 @@ impl Syscall for LinuxSyscall {
             .ctx(|| format!("symlink {} -> {}", link.display(), target.display()))
     }
 
+    fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        nix::unistd::chown(
+            path,
+            uid.map(nix::unistd::Uid::from_raw),
+            gid.map(nix::unistd::Gid::from_raw),
+        )
+        .ctx(|| format!("chown {}", path.display()))
+    }
+
     fn sethostname(&self, name: &str) -> Result<()> {
         nix::unistd::sethostname(name).ctx(|| format!("sethostname {name:?}"))
     }
@@ -122,6 +133,8 @@ pub enum Call {
     Mknod(PathBuf, SFlag, u32, u64),
     /// symlink(target, link).
     Symlink(PathBuf, PathBuf),
+    /// chown(path, uid, gid).
+    Chown(PathBuf, Option<u32>, Option<u32>),
     /// sethostname.
     Hostname(String),
     /// setdomainname.
@@ -176,6 +189,12 @@ impl Syscall for RecordingSyscall {
         self.calls
             .borrow_mut()
             .push(Call::Symlink(target.to_path_buf(), link.to_path_buf()));
+        Ok(())
+    }
+    fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        self.calls
+            .borrow_mut()
+            .push(Call::Chown(path.to_path_buf(), uid, gid));
         Ok(())
     }
     fn sethostname(&self, name: &str) -> Result<()> {

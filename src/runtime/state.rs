@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use native_runner::cgroups::{Cgroup, Layout};
+
 use super::process_handle::{boot_id, stat_of, ProcessHandle};
 use super::{Error, Runtime};
 use crate::spec::OCI_VERSION;
@@ -300,17 +302,9 @@ impl ContainerDir {
 }
 
 fn is_frozen(cgroup_path: &str) -> bool {
-    let rel = cgroup_path.trim_start_matches('/');
-    std::fs::read_to_string(
-        Path::new("/sys/fs/cgroup/freezer")
-            .join(rel)
-            .join("freezer.state"),
-    )
-    .map(|s| s.trim() == "FROZEN")
-    .unwrap_or(false)
-        || std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(rel).join("cgroup.freeze"))
-            .map(|s| s.trim() == "1")
-            .unwrap_or(false)
+    Layout::detect()
+        .and_then(|l| Cgroup::new(&l, cgroup_path))
+        .is_ok_and(|cg| cg.is_frozen())
 }
 
 /// Now as RFC 3339 UTC with nanoseconds.
