@@ -47,6 +47,17 @@ is_ours() {
     esac
 }
 
+# Has PID exited? Gone, or a zombie (a dead child stays one until reaped, so kill -0 would
+# still succeed). Not the same as `! is_ours`: right after `&` the child may not have exec'd
+# containerd yet, and its cmdline is still this script's.
+has_exited() {
+    local stat state
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    state=${stat##*) }
+    state=${state%% *}
+    [ -z "$state" ] || [ "$state" = Z ]
+}
+
 running_pid() {
     local pid
     [ -f "$pidfile" ] || return 1
@@ -112,7 +123,7 @@ start() {
     pid=$!
     printf '%s\n' "$pid" >"$pidfile"
     for _ in $(seq 1 200); do
-        if ! is_ours "$pid"; then   # (a dead child is a zombie: kill -0 would still succeed)
+        if has_exited "$pid"; then
             tail -n 30 "$logfile" >&2 || true
             rm -f "$pidfile"
             die "containerd exited during start-up (log: $logfile)"

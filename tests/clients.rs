@@ -1,0 +1,947 @@
+//! Real clients driving `pouch-runtime`: Debian's podman (`podman --runtime <our binary>`) with
+//! a private configuration and store, and a private containerd whose runc shim is pointed at
+//! our binary (`ctr run --runc-binary <our binary>`). The image is built locally from the
+//! busybox fixture rootfs (no network).
+//!
+//! Every test owns a temporary directory (podman's storage and config, or containerd's root,
+//! state and socket) and unique cgroups under `/pouch-test/`. A guard checks, when the test
+//! body is done, that the clients and our runtime left nothing behind (containers, runtime
+//! state, container cgroups, mounts, processes), then cleans up with the scripts of
+//! `tests/support/` — also when an assertion failed — and checks again.
+//!
+//! These tests need root, podman, conmon, containerd, ctr and containerd-shim-runc-v2
+//! (`scripts/install-deps.sh`). A missing tool is a failure, never a skip.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The image `tests/support/podman-image.sh` builds from the busybox fixture.
+const IMAGE: &str = "localhost/pouch-busybox:latest";
+/// The containerd namespace of these tests (each test has its own containerd).
+const CTR_NAMESPACE: &str = "pouch-test";
+/// Longest any single client command may take before the test fails.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(40);
+/// How long processes that a client started (conmon, `podman container cleanup`, shims) may
+/// take to go away after their container ended.
+const PROCESS_GRACE: Duration = Duration::from_secs(15);
+/// pouch-runtime's default `--root`: podman never passes `--root`.
+const DEFAULT_RUNTIME_ROOT: &str = "/run/pouch-runtime";
+
+// ----------------------------------------------------------------------------------------
+// helpers
+// ----------------------------------------------------------------------------------------
+
+fn support_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(name)
+}
+
+/// Fails (never skips) when a tool the test needs is not installed.
+fn require_tools(tools: &[&str]) {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} not found in PATH ({}): these tests drive the real clients; install them with \
+         scripts/install-deps.sh",
+        missing.join(", "),
+        path.to_string_lossy()
+    );
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the client tests need root (podman and containerd run rootful here)"
+    );
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `cmd` with stdin from /dev/null and stdout/stderr captured through files (daemons
+/// the client leaves behind cannot hold them open). Fails the test after `COMMAND_TIMEOUT`,
+/// killing the command (the child we started, by pid).
+fn run(cmd: &mut Command) -> Output {
+    let out = tempfile::tempfile().unwrap();
+    let err = tempfile::tempfile().unwrap();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > COMMAND_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {COMMAND_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let read = |mut f: fs::File| {
+        use std::io::{Read, Seek};
+        let mut v = Vec::new();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut v).unwrap();
+        v
+    };
+    Output {
+        status,
+        stdout: read(out),
+        stderr: read(err),
+    }
+}
+
+/// Stdout of a successful command; otherwise fails with what it printed.
+fn ok(cmd: &mut Command) -> String {
+    let o = run(cmd);
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        o.status,
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// A temporary directory, canonical (the support scripts resolve symlinks).
+fn temp_dir(parent: &Path, prefix: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(parent)
+        .unwrap();
+    let path = dir.path().canonicalize().unwrap();
+    (dir, path)
+}
+
+/// Mount points at or below `dir` in our mount namespace (the host's).
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|mp| mp.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Processes (other than this test) whose command line names `dir`: conmon and podman's
+/// cleanup processes name the podman store, containerd and its shims the containerd state.
+fn processes_naming(dir: &Path) -> Vec<(i32, String)> {
+    let needle = dir.to_string_lossy().into_owned();
+    let me = std::process::id() as i32;
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(raw) = fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = text(&raw).replace('\0', " ");
+        if cmdline.contains(&needle) {
+            found.push((pid, cmdline.trim_end().to_owned()));
+        }
+    }
+    found
+}
+
+/// Waits up to `PROCESS_GRACE` for every process naming `dir` to end; returns the rest.
+fn wait_processes_gone(dir: &Path) -> Vec<(i32, String)> {
+    let t = Instant::now();
+    loop {
+        let left = processes_naming(dir);
+        if left.is_empty() || t.elapsed() > PROCESS_GRACE {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Existing directories of cgroup `path` (at or below it) in any hierarchy.
+fn cgroup_left(path: &str) -> Vec<PathBuf> {
+    cgroup_dirs_of(path)
+        .into_iter()
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// Asserts that `pid` is a member of cgroup `path` in every hierarchy mounted here.
+fn assert_in_cgroup(pid: i64, path: &str) {
+    for dir in cgroup_dirs_of(path) {
+        let procs = fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_else(|e| panic!("cgroup {} of pid {pid}: {e}", dir.display()));
+        assert!(
+            procs.lines().any(|l| l == pid.to_string()),
+            "pid {pid} is not in {} (members: {procs:?})",
+            dir.display()
+        );
+    }
+}
+
+/// Waits up to 10 s for `path` to exist (a file the container creates in its rootfs).
+fn wait_for_file(path: &Path) {
+    let t = Instant::now();
+    while !path.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{} did not appear within 10 s",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A wrapper named `pouch-runtime` (so podman's `runtime_supports_json` applies) in `dir`
+/// that logs every argv to `dir/pouch-runtime.log` and execs our binary.
+fn argv_logger(dir: &Path) -> (PathBuf, PathBuf) {
+    let out = ok(Command::new("bash")
+        .arg(support_script("runtime-logger.sh"))
+        .arg(dir)
+        .arg(runtime_bin())
+        .arg("pouch-runtime"));
+    (PathBuf::from(out.trim()), dir.join("pouch-runtime.log"))
+}
+
+/// The calls the wrapper logged that name `id`, each as the runtime's arguments after the
+/// global options (`--root X`, `--log X`, `--log-format X`/`--log-format=X`).
+fn logged_calls(log: &Path, id: &str) -> Vec<String> {
+    let log = fs::read_to_string(log).unwrap();
+    log.lines()
+        .filter_map(|line| {
+            // "<caller> | <argv0> <args...> | stdin=<kind>"
+            let argv = line.split(" | ").nth(1)?;
+            let mut args = argv.split(' ').skip(1);
+            let mut rest = Vec::new();
+            while let Some(a) = args.next() {
+                if rest.is_empty() && matches!(a, "--root" | "--log" | "--log-format") {
+                    args.next();
+                } else if rest.is_empty() && a.starts_with("--") {
+                    // --log-format=json, --debug, --systemd-cgroup
+                } else {
+                    rest.push(a);
+                }
+            }
+            rest.contains(&id).then(|| rest.join(" "))
+        })
+        .collect()
+}
+
+// ----------------------------------------------------------------------------------------
+// podman
+// ----------------------------------------------------------------------------------------
+
+/// A private podman (tests/support/podman-env.sh) with the busybox image, a unique cgroup
+/// parent and an argv-logging `pouch-runtime` wrapper. Dropping it checks and cleans up.
+struct Podman {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+    env: Vec<(String, String)>,
+    /// `--cgroup-parent`, absolute: `/pouch-test/podman-<pid>-<n>`.
+    cgroup_parent: String,
+    /// The argv-logging wrapper and its log.
+    logger: PathBuf,
+    argv_log: PathBuf,
+    /// Ids of the containers this test ran (for the leftover checks).
+    ids: Vec<String>,
+    cids: usize,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        Podman::with_archive(None)
+    }
+
+    /// Also saves the image as an oci-archive at `archive` (for containerd).
+    fn with_archive(archive: Option<&Path>) -> Podman {
+        require_tools(&["podman", "conmon", "bash", "findmnt"]);
+        let rootfs = busybox_rootfs();
+        let (dir, path) = temp_dir(&std::env::temp_dir(), "pouch-pm.");
+        let mut p = Podman {
+            dir: Some(dir),
+            path: path.clone(),
+            env: Vec::new(),
+            cgroup_parent: format!("{CGROUP_TEST_ROOT}/{}", unique("podman")),
+            logger: PathBuf::new(),
+            argv_log: PathBuf::new(),
+            ids: Vec::new(),
+            cids: 0,
+        };
+        // From here on, a failure is cleaned up by Drop.
+        let exports = ok(Command::new("bash")
+            .arg(support_script("podman-env.sh"))
+            .arg(&path));
+        p.env = exports
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.strip_prefix("export ")?.split_once('=')?;
+                Some((k.to_owned(), v.trim_matches('\'').to_owned()))
+            })
+            .collect();
+        assert!(
+            p.env.iter().any(|(k, _)| k == "CONTAINERS_CONF"),
+            "podman-env.sh printed no CONTAINERS_CONF: {exports}"
+        );
+        let mut image = Command::new("bash");
+        image
+            .arg(support_script("podman-image.sh"))
+            .arg(&path)
+            .arg(rootfs)
+            .arg(IMAGE);
+        if let Some(a) = archive {
+            image.arg(a);
+        }
+        ok(&mut image);
+        (p.logger, p.argv_log) = argv_logger(&path.join("bin"));
+        p
+    }
+
+    /// `podman --runtime RUNTIME ARGS...` in the private environment.
+    fn podman(&self, runtime: &Path, args: &[&str]) -> Output {
+        let mut c = Command::new("podman");
+        c.env_remove("POUCH_RUNTIME_ROOT")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg("--runtime")
+            .arg(runtime)
+            .args(args);
+        run(&mut c)
+    }
+
+    fn podman_ok(&self, runtime: &Path, args: &[&str]) -> String {
+        let o = self.podman(runtime, args);
+        assert!(
+            o.status.success(),
+            "podman {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            o.status,
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    /// `podman run --rm --cgroup-parent=<ours> --cidfile F IMAGE ARGS...`; records the id.
+    fn run_rm(&mut self, runtime: &Path, args: &[&str]) -> Output {
+        self.cids += 1;
+        let cidfile = self.path.join(format!("cid-{}", self.cids));
+        let parent = format!("--cgroup-parent={}", self.cgroup_parent);
+        let cidarg = format!("--cidfile={}", cidfile.display());
+        let mut argv = vec!["run", "--rm", &parent, &cidarg, IMAGE];
+        argv.extend_from_slice(args);
+        let o = self.podman(runtime, &argv);
+        if let Ok(id) = fs::read_to_string(&cidfile) {
+            self.ids.push(id.trim().to_owned());
+        }
+        o
+    }
+
+    /// `podman run -d --cgroup-parent=<ours> IMAGE ARGS...` through the argv logger; the id.
+    fn run_detached(&mut self, args: &[&str]) -> String {
+        let parent = format!("--cgroup-parent={}", self.cgroup_parent);
+        let mut argv = vec!["run", "-d", &parent, IMAGE];
+        argv.extend_from_slice(args);
+        let id = self
+            .podman_ok(&self.logger.clone(), &argv)
+            .trim()
+            .to_owned();
+        assert_eq!(id.len(), 64, "podman run -d printed {id:?}, not an id");
+        self.ids.push(id.clone());
+        id
+    }
+
+    fn inspect(&self, id: &str, format: &str) -> String {
+        self.podman_ok(&self.logger, &["inspect", "--format", format, id])
+            .trim()
+            .to_owned()
+    }
+
+    /// The cgroup our runtime gives a podman container (cgroupfs manager).
+    fn container_cgroup(&self, id: &str) -> String {
+        format!("{}/libpod-{id}", self.cgroup_parent)
+    }
+
+    /// What the test left behind (checked before any cleanup), then cleanup, then what even
+    /// cleanup could not remove.
+    fn check_and_clean(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !std::thread::panicking() {
+            let o = self.podman(&self.logger, &["ps", "-aq"]);
+            let left = text(&o.stdout);
+            if !o.status.success() || !left.trim().is_empty() {
+                problems.push(format!(
+                    "podman ps -aq: {left:?} {}",
+                    text(&o.stderr).trim()
+                ));
+            }
+            for id in &self.ids {
+                let state = Path::new(DEFAULT_RUNTIME_ROOT).join(id);
+                if state.exists() {
+                    problems.push(format!("runtime state left: {}", state.display()));
+                }
+                let cg = cgroup_left(&self.container_cgroup(id));
+                if !cg.is_empty() {
+                    problems.push(format!("container cgroup left: {cg:?}"));
+                }
+            }
+            let procs = wait_processes_gone(&self.path);
+            if !procs.is_empty() {
+                problems.push(format!("processes left: {procs:?}"));
+            }
+            // containers/storage's overlay driver bind-mounts its home (graph/overlay) onto
+            // itself; concurrent podman processes (the command and conmon's `podman container
+            // cleanup`) sometimes leave that one behind. Any other mount, e.g. a container's
+            // rootfs (graph/overlay/<layer>/merged), is a leftover.
+            let driver_home = self.path.join("graph/overlay");
+            let mounts: Vec<String> = mounts_under(&self.path)
+                .into_iter()
+                .filter(|m| Path::new(m) != driver_home)
+                .collect();
+            if !mounts.is_empty() {
+                problems.push(format!("mounts left: {mounts:?}"));
+            }
+        }
+        // podman rm -af with our runtime, unmount, remove the cgroup parent (podman leaves
+        // `<parent>/conmon` behind with cgroupfs, whatever the runtime).
+        let o = run(Command::new("bash")
+            .arg(support_script("podman-cleanup.sh"))
+            .env("POUCH_PODMAN_RUNTIME", runtime_bin())
+            .arg(&self.path)
+            .arg(&self.cgroup_parent));
+        if !o.status.success() {
+            problems.push(format!("podman-cleanup.sh: {}", text(&o.stderr).trim()));
+        }
+        problems.extend(final_checks(
+            &self.path,
+            std::slice::from_ref(&self.cgroup_parent),
+        ));
+        if mounts_under(&self.path).is_empty() {
+            drop(self.dir.take());
+        } else if let Some(d) = self.dir.take() {
+            // Never recurse into a mount: keep the directory for a human to look at.
+            problems.push(format!("kept {} (mounts inside)", d.keep().display()));
+        }
+        problems
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let problems = self.check_and_clean();
+        if std::thread::panicking() {
+            if !problems.is_empty() {
+                eprintln!(
+                    "podman cleanup after the failure:\n  {}",
+                    problems.join("\n  ")
+                );
+            }
+        } else {
+            assert!(
+                problems.is_empty(),
+                "podman test left things behind:\n  {}",
+                problems.join("\n  ")
+            );
+        }
+    }
+}
+
+/// After cleanup: no cgroup, process or mount may remain. Processes still naming the test's
+/// directory are ours (started for this test): they are killed by pid, and reported.
+fn final_checks(dir: &Path, cgroups: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let procs = wait_processes_gone(dir);
+    if !procs.is_empty() {
+        for (pid, _) in &procs {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        problems.push(format!("processes left after cleanup (killed): {procs:?}"));
+    }
+    if !cgroups.is_empty() {
+        let o = run(Command::new("bash")
+            .arg(support_script("cgroup-cleanup.sh"))
+            .arg("--kill")
+            .args(cgroups));
+        if !o.status.success() {
+            problems.push(format!("cgroup-cleanup.sh: {}", text(&o.stderr).trim()));
+        }
+    }
+    for cg in cgroups {
+        let left = cgroup_left(cg);
+        if !left.is_empty() {
+            problems.push(format!("cgroups left after cleanup: {left:?}"));
+        }
+    }
+    let mounts = mounts_under(dir);
+    if !mounts.is_empty() {
+        problems.push(format!("mounts left after cleanup: {mounts:?}"));
+    }
+    problems
+}
+
+#[test]
+fn podman_run_rm_echo_hi() {
+    let mut p = Podman::new();
+    // Our binary itself, as a user would give it.
+    let o = p.run_rm(Path::new(runtime_bin()), &["echo", "hi"]);
+    assert!(
+        o.status.success(),
+        "podman run failed ({}): {}",
+        o.status,
+        text(&o.stderr)
+    );
+    assert_eq!(text(&o.stdout), "hi\n", "stderr: {}", text(&o.stderr));
+    assert_eq!(p.ids.len(), 1, "podman wrote no --cidfile");
+}
+
+#[test]
+fn podman_passes_exit_codes_and_runtime_errors_through() {
+    let mut p = Podman::new();
+    let logger = p.logger.clone();
+    let o = p.run_rm(&logger, &["sh", "-c", "echo out; exit 3"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "exit status of the container; stderr: {}",
+        text(&o.stderr)
+    );
+    assert_eq!(text(&o.stdout), "out\n");
+    let id = p.ids[0].clone();
+    let calls = logged_calls(&p.argv_log, &id);
+    assert!(
+        calls.len() == 3
+            && calls[0].starts_with("create --bundle ")
+            && calls[1] == format!("start {id}")
+            && calls[2] == format!("delete --force {id}"),
+        "podman's calls: {calls:#?}"
+    );
+    // podman passes --log-format=json only to a runtime named in runtime_supports_json.
+    let log = fs::read_to_string(&p.argv_log).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" --log-format=json --log ") && l.contains(" create ")),
+        "{log}"
+    );
+
+    // A failing create: podman reads our error from --log (json) and maps "no such file or
+    // directory" to 127, as for runc; the failed container is deleted (--force).
+    let o = p.run_rm(&logger, &["/no/such/program"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(127), "stderr: {err}");
+    assert!(
+        err.contains("/no/such/program") && err.contains("no such file or directory"),
+        "podman should show our error: {err}"
+    );
+}
+
+#[test]
+fn podman_stop_and_rm_force_of_detached_containers() {
+    let mut p = Podman::new();
+
+    // A pid 1 that handles SIGTERM: `podman stop` sends 15, the container exits with 42.
+    let id = p.run_detached(&[
+        "sh",
+        "-c",
+        "trap 'exit 42' TERM; touch /ready; while true; do sleep 0.1; done",
+    ]);
+    assert_eq!(p.inspect(&id, "{{.State.Status}}"), "running");
+    let pid: i64 = p.inspect(&id, "{{.State.Pid}}").parse().unwrap();
+    assert!(pid > 0);
+    assert_in_cgroup(pid, &p.container_cgroup(&id));
+    wait_for_file(&Path::new(&format!("/proc/{pid}/root")).join("ready"));
+    p.podman_ok(&p.logger, &["stop", "-t", "20", &id]);
+    assert_eq!(p.inspect(&id, "{{.State.ExitCode}}"), "42");
+    let calls = logged_calls(&p.argv_log, &id);
+    assert_eq!(
+        calls.get(1..).unwrap_or_default(),
+        [
+            format!("start {id}"),
+            format!("kill {id} 15"),
+            format!("delete --force {id}"),
+        ],
+        "podman's calls: {calls:#?}"
+    );
+    assert!(process_gone(pid));
+    assert!(cgroup_left(&p.container_cgroup(&id)).is_empty());
+    p.podman_ok(&p.logger, &["rm", &id]);
+
+    // A pid 1 without a SIGTERM handler ignores it: stop sends 15, then 9 after the timeout.
+    let id = p.run_detached(&["sleep", "1000"]);
+    let pid: i64 = p.inspect(&id, "{{.State.Pid}}").parse().unwrap();
+    p.podman_ok(&p.logger, &["stop", "-t", "1", &id]);
+    assert_eq!(p.inspect(&id, "{{.State.ExitCode}}"), "137");
+    let calls = logged_calls(&p.argv_log, &id);
+    assert_eq!(
+        calls.get(1..).unwrap_or_default(),
+        [
+            format!("start {id}"),
+            format!("kill {id} 15"),
+            format!("kill {id} 9"),
+            format!("delete --force {id}"),
+        ],
+        "podman's calls: {calls:#?}"
+    );
+    assert!(process_gone(pid));
+    p.podman_ok(&p.logger, &["rm", &id]);
+
+    // rm -f of a running container.
+    let id = p.run_detached(&["sleep", "1000"]);
+    let pid: i64 = p.inspect(&id, "{{.State.Pid}}").parse().unwrap();
+    p.podman_ok(&p.logger, &["rm", "-f", "-t", "0", &id]);
+    let calls = logged_calls(&p.argv_log, &id);
+    assert_eq!(
+        calls.get(1..).unwrap_or_default(),
+        [
+            format!("start {id}"),
+            format!("kill {id} 9"),
+            format!("delete --force {id}"),
+        ],
+        "podman's calls: {calls:#?}"
+    );
+    assert!(process_gone(pid));
+    let o = p.podman(&p.logger, &["inspect", &id]);
+    assert!(!o.status.success(), "{id} still exists after rm -f");
+}
+
+// ----------------------------------------------------------------------------------------
+// containerd + containerd-shim-runc-v2
+// ----------------------------------------------------------------------------------------
+
+/// A private containerd (tests/support/containerd.sh) with the busybox image imported, an
+/// argv-logging `pouch-runtime` wrapper and a private runtime root. Dropping it checks and
+/// cleans up.
+struct Containerd {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+    address: String,
+    /// `--runc-root`: our runtime's state is under `<runc_root>/<namespace>/<id>`.
+    runc_root: PathBuf,
+    logger: PathBuf,
+    argv_log: PathBuf,
+    /// Every container's cgroup, `/pouch-test/ctr-<pid>-<n>`.
+    cgroups: Vec<String>,
+}
+
+impl Containerd {
+    fn new() -> Containerd {
+        require_tools(&["containerd", "ctr", "containerd-shim-runc-v2", "bash"]);
+        // Short (unix socket paths are limited to 107 bytes), so /tmp whatever TMPDIR says.
+        let (dir, path) = temp_dir(Path::new("/tmp"), "pouch-cd.");
+        let mut c = Containerd {
+            dir: Some(dir),
+            path: path.clone(),
+            address: String::new(),
+            runc_root: path.join("runc"),
+            logger: PathBuf::new(),
+            argv_log: PathBuf::new(),
+            cgroups: Vec::new(),
+        };
+        // The image, as an oci-archive saved by a private podman (cleaned up right away).
+        let archive = path.join("busybox-oci.tar");
+        drop(Podman::with_archive(Some(&archive)));
+        c.address = ok(Command::new("bash")
+            .arg(support_script("containerd.sh"))
+            .arg("start")
+            .arg(&path))
+        .trim()
+        .to_owned();
+        assert!(
+            c.address.ends_with(".sock"),
+            "containerd.sh printed {:?}",
+            c.address
+        );
+        c.ctr_ok(&["images", "import", archive.to_str().unwrap()]);
+        (c.logger, c.argv_log) = argv_logger(&path.join("bin"));
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        run(Command::new("ctr")
+            .arg("--address")
+            .arg(&self.address)
+            .arg("--namespace")
+            .arg(CTR_NAMESPACE)
+            .args(args))
+    }
+
+    fn ctr_ok(&self, args: &[&str]) -> String {
+        let o = self.ctr(args);
+        assert!(
+            o.status.success(),
+            "ctr {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            o.status,
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    /// A fresh container id and its cgroup.
+    fn new_container(&mut self) -> (String, String) {
+        let id = unique("ctr");
+        let cg = format!("{CGROUP_TEST_ROOT}/{id}");
+        self.cgroups.push(cg.clone());
+        (id, cg)
+    }
+
+    /// `ctr run [--rm|-d] --runc-binary RUNTIME --runc-root <ours> --cgroup CG IMAGE ID ARGS...`
+    fn run(&self, mode: &str, runtime: &Path, id: &str, cgroup: &str, args: &[&str]) -> Output {
+        let mut argv = vec![
+            "run",
+            mode,
+            "--runc-binary",
+            runtime.to_str().unwrap(),
+            "--runc-root",
+            self.runc_root.to_str().unwrap(),
+            "--cgroup",
+            cgroup,
+            IMAGE,
+            id,
+        ];
+        argv.extend_from_slice(args);
+        self.ctr(&argv)
+    }
+
+    /// The pid and status `ctr task ls` shows for `id` (the shim's view; no runtime call).
+    fn task(&self, id: &str) -> Option<(i64, String)> {
+        let out = self.ctr_ok(&["task", "ls"]);
+        out.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&id)).then(|| (f[1].parse().unwrap(), f[2].to_owned()))
+        })
+    }
+
+    fn wait_task_status(&self, id: &str, want: &str) {
+        let t = Instant::now();
+        loop {
+            let task = self.task(id);
+            if task.as_ref().is_some_and(|(_, s)| s == want) {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "task {id} is not {want} after 10 s: {task:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Our runtime's state directories under --runc-root.
+    fn runtime_state_left(&self) -> Vec<PathBuf> {
+        fs::read_dir(self.runc_root.join(CTR_NAMESPACE))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    fn check_and_clean(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !std::thread::panicking() && !self.address.is_empty() {
+            for what in ["containers", "tasks"] {
+                let o = self.ctr(&[what, "ls", "-q"]);
+                let left = text(&o.stdout);
+                if !o.status.success() || !left.trim().is_empty() {
+                    problems.push(format!(
+                        "ctr {what} ls: {left:?} {}",
+                        text(&o.stderr).trim()
+                    ));
+                }
+            }
+            let state = self.runtime_state_left();
+            if !state.is_empty() {
+                problems.push(format!("runtime state left: {state:?}"));
+            }
+            for cg in &self.cgroups {
+                let left = cgroup_left(cg);
+                if !left.is_empty() {
+                    problems.push(format!("container cgroup left: {left:?}"));
+                }
+            }
+            let mounts = mounts_under(&self.path);
+            if !mounts.is_empty() {
+                problems.push(format!("mounts left: {mounts:?}"));
+            }
+        }
+        // Drains tasks and containers, ends containerd by pid and its shims, unmounts.
+        let o = run(Command::new("bash")
+            .arg(support_script("containerd.sh"))
+            .arg("stop")
+            .arg(&self.path));
+        if !o.status.success() {
+            problems.push(format!("containerd.sh stop: {}", text(&o.stderr).trim()));
+        }
+        problems.extend(final_checks(&self.path, &self.cgroups));
+        if mounts_under(&self.path).is_empty() {
+            drop(self.dir.take());
+        } else if let Some(d) = self.dir.take() {
+            problems.push(format!("kept {} (mounts inside)", d.keep().display()));
+        }
+        problems
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let problems = self.check_and_clean();
+        if std::thread::panicking() {
+            if !problems.is_empty() {
+                eprintln!(
+                    "containerd cleanup after the failure:\n  {}",
+                    problems.join("\n  ")
+                );
+            }
+        } else {
+            assert!(
+                problems.is_empty(),
+                "containerd test left things behind:\n  {}",
+                problems.join("\n  ")
+            );
+        }
+    }
+}
+
+#[test]
+fn containerd_run_rm_echo_hi() {
+    let mut c = Containerd::new();
+    let (id, cg) = c.new_container();
+    // Our binary itself, as a user would give it.
+    let o = c.run("--rm", Path::new(runtime_bin()), &id, &cg, &["echo", "hi"]);
+    assert!(
+        o.status.success(),
+        "ctr run failed ({}): {}",
+        o.status,
+        text(&o.stderr)
+    );
+    assert_eq!(text(&o.stdout), "hi\n", "stderr: {}", text(&o.stderr));
+}
+
+#[test]
+fn containerd_passes_exit_codes_and_runtime_errors_through() {
+    let mut c = Containerd::new();
+    let (id, cg) = c.new_container();
+    let o = c.run(
+        "--rm",
+        &c.logger,
+        &id,
+        &cg,
+        &["sh", "-c", "echo out; exit 3"],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "ctr run returns the task's exit status; stderr: {}",
+        text(&o.stderr)
+    );
+    assert_eq!(text(&o.stdout), "out\n");
+    let calls = logged_calls(&c.argv_log, &id);
+    assert!(
+        calls.len() == 4
+            && calls[0].starts_with("create --bundle ")
+            && calls[1] == format!("start {id}")
+            && calls[2] == format!("delete {id}")
+            && calls[3] == format!("delete --force {id}"),
+        "the shim's calls: {calls:#?}"
+    );
+
+    // A failing create: the shim reads our error from --log (json) and ctr shows it.
+    let (id, cg) = c.new_container();
+    let o = c.run("--rm", &c.logger, &id, &cg, &["/no/such/program"]);
+    let err = text(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "ctr run of a missing program succeeded"
+    );
+    assert!(
+        err.contains("OCI runtime create failed")
+            && err.contains("/no/such/program")
+            && err.contains("no such file or directory"),
+        "ctr should show our error: {err}"
+    );
+}
+
+#[test]
+fn containerd_task_kill_and_delete() {
+    let mut c = Containerd::new();
+
+    // SIGKILL to a running task.
+    let (id, cg) = c.new_container();
+    let o = c.run("-d", &c.logger, &id, &cg, &["sleep", "1000"]);
+    assert!(o.status.success(), "ctr run -d: {}", text(&o.stderr));
+    c.wait_task_status(&id, "RUNNING");
+    let (pid, _) = c.task(&id).unwrap();
+    assert_in_cgroup(pid, &cg);
+    c.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
+    c.wait_task_status(&id, "STOPPED");
+    assert!(process_gone(pid));
+    let o = c.ctr(&["task", "delete", &id]);
+    assert!(o.status.success(), "ctr task delete: {}", text(&o.stderr));
+    // ctr 1.6 reports a non-zero exit status of the deleted task as a warning.
+    assert!(
+        text(&o.stderr).contains("exit code 137"),
+        "128 + SIGKILL: {}",
+        text(&o.stderr)
+    );
+    c.ctr_ok(&["containers", "rm", &id]);
+    let calls = logged_calls(&c.argv_log, &id);
+    assert_eq!(
+        calls.get(1..).unwrap_or_default(),
+        [
+            format!("start {id}"),
+            format!("kill {id} 9"),
+            format!("delete {id}"),
+            format!("delete --force {id}"),
+        ],
+        "the shim's calls: {calls:#?}"
+    );
+    assert!(cgroup_left(&cg).is_empty(), "cgroup {cg} left");
+
+    // The default signal (SIGTERM) reaches a pid 1 that handles it.
+    let (id, cg) = c.new_container();
+    let o = c.run(
+        "-d",
+        &c.logger,
+        &id,
+        &cg,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; touch /ready; while true; do sleep 0.1; done",
+        ],
+    );
+    assert!(o.status.success(), "ctr run -d: {}", text(&o.stderr));
+    c.wait_task_status(&id, "RUNNING");
+    let (pid, _) = c.task(&id).unwrap();
+    wait_for_file(&Path::new(&format!("/proc/{pid}/root")).join("ready"));
+    c.ctr_ok(&["task", "kill", &id]);
+    c.wait_task_status(&id, "STOPPED");
+    let o = c.ctr(&["task", "delete", &id]);
+    assert!(o.status.success(), "ctr task delete: {}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("exit code 42"),
+        "{}",
+        text(&o.stderr)
+    );
+    c.ctr_ok(&["containers", "rm", &id]);
+}
