@@ -66,19 +66,6 @@ pub fn check_spec(spec: &Spec) -> Result<(), String> {
     if spec.linux().is_none() {
         return Err("linux: missing; pouch-runtime runs Linux containers".into());
     }
-    if spec.hooks().as_ref().is_some_and(|h| {
-        [
-            h.prestart().as_ref().is_some_and(|v| !v.is_empty()),
-            h.create_runtime().as_ref().is_some_and(|v| !v.is_empty()),
-            h.create_container().as_ref().is_some_and(|v| !v.is_empty()),
-            h.start_container().as_ref().is_some_and(|v| !v.is_empty()),
-            h.poststart().as_ref().is_some_and(|v| !v.is_empty()),
-            h.poststop().as_ref().is_some_and(|v| !v.is_empty()),
-        ]
-        .contains(&true)
-    }) {
-        return Err("hooks: not supported by pouch-runtime yet; remove them".into());
-    }
     Ok(())
 }
 

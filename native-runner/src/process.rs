@@ -35,6 +35,7 @@ use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
 use crate::capabilities::CapabilitySets;
 use crate::cgroups::Cgroup;
 use crate::error::{Error, Result, SysContext};
+use crate::hooks::run_hooks;
 use crate::namespaces::{id_map_text, NamespacePlan};
 use crate::rootfs::{self, CgroupMount, RootfsOptions};
 use crate::seccomp::SeccompProgram;
@@ -167,12 +168,37 @@ pub fn ensure_single_threaded() -> Result<()> {
     Ok(())
 }
 
+/// What the runtime does at the two points of `create` where the init waits for it.
+pub trait InitEvents {
+    /// The init has its namespaces, cgroup and mounts but has not pivoted yet: run the
+    /// `prestart` and `createRuntime` hooks here. Returns the state JSON the init gives to its
+    /// own hooks (`createContainer`, `startContainer`). Only called when the spec has hooks.
+    fn create_runtime(&mut self, init: Pid) -> Result<Vec<u8>>;
+    /// The init is fully set up and waits for `start`: record the container. The init goes
+    /// on only if this returns `Ok`.
+    fn ready(&mut self, init: Pid) -> Result<()>;
+}
+
+/// Whether the spec has any hook that runs during `create` or `start`.
+fn has_init_hooks(spec: &Spec) -> bool {
+    #[allow(deprecated)]
+    spec.hooks().as_ref().is_some_and(|h| {
+        [
+            h.prestart(),
+            h.create_runtime(),
+            h.create_container(),
+            h.start_container(),
+        ]
+        .iter()
+        .any(|v| v.as_ref().is_some_and(|v| !v.is_empty()))
+    })
+}
+
 /// Creates the container's init process and leaves it waiting for `start`.
 ///
-/// `on_ready` is called with the init's pid once the init is fully set up; the init goes on
-/// waiting for `start` only if it returns `Ok` (record the container there). On any error the
-/// init process is killed and reaped where possible; the caller removes the cgroup.
-pub fn spawn_init(cfg: InitConfig<'_>, on_ready: &mut dyn FnMut(Pid) -> Result<()>) -> Result<Pid> {
+/// `events` is told when hooks must run and when the init is ready (see [`InitEvents`]). On any
+/// error the init process is killed and reaped where possible; the caller removes the cgroup.
+pub fn spawn_init(cfg: InitConfig<'_>, events: &mut dyn InitEvents) -> Result<Pid> {
     ensure_single_threaded()?;
     let linux = cfg.spec.linux().clone().unwrap_or_default();
     let plan = NamespacePlan::from_spec(&linux)?;
@@ -248,7 +274,7 @@ pub fn spawn_init(cfg: InitConfig<'_>, on_ready: &mut dyn FnMut(Pid) -> Result<(
         ForkResult::Parent { child: setup_pid } => {
             drop(child);
             drop(listener);
-            drive_handshake(&parent, setup_pid, &linux, on_ready)
+            drive_handshake(&parent, setup_pid, &linux, events)
         }
     }
 }
@@ -257,10 +283,11 @@ fn drive_handshake(
     chan: &Channel,
     setup_pid: Pid,
     linux: &oci_spec::runtime::Linux,
-    on_ready: &mut dyn FnMut(Pid) -> Result<()>,
+    events: &mut dyn InitEvents,
 ) -> Result<Pid> {
     let mut init: Option<Pid> = None;
     let mut ready = false;
+    let mut hooks_pending = false;
     let mut setup_reaped = false;
     let result = (|| loop {
         match chan.recv()? {
@@ -274,6 +301,7 @@ fn drive_handshake(
                 setup_reaped = true;
             }
             Some(Msg::Ready) => ready = true,
+            Some(Msg::RunHooks) => hooks_pending = true,
             Some(Msg::Error(e)) => return Err(Error::Invalid(e)),
             Some(other) => {
                 return Err(Error::invalid(format!(
@@ -286,8 +314,16 @@ fn drive_handshake(
                 ))
             }
         }
+        // The init's messages may overtake the setup process's Pid: act once both are in.
+        if let (true, Some(pid)) = (hooks_pending, init) {
+            hooks_pending = false;
+            let state = events.create_runtime(pid)?;
+            chan.send(&Msg::HookState(
+                String::from_utf8_lossy(&state).into_owned(),
+            ))?;
+        }
         if let (true, Some(pid)) = (ready, init) {
-            on_ready(pid)?;
+            events.ready(pid)?;
             chan.send(&Msg::Ack)?;
             return Ok(pid);
         }
@@ -443,6 +479,27 @@ impl Setup<'_, '_> {
             cgroup_mounts: &self.cfg.cgroup_mounts,
         };
         rootfs::prepare(&sys, spec, &opts)?;
+        let hook_state = if has_init_hooks(spec) {
+            self.chan.send(&Msg::RunHooks)?;
+            let state = match self.chan.recv()? {
+                Some(Msg::HookState(s)) => s.into_bytes(),
+                Some(Msg::Error(e)) => return Err(Error::Invalid(e)),
+                other => {
+                    return Err(Error::invalid(format!(
+                        "create handshake: expected the hook state, got {other:?}"
+                    )))
+                }
+            };
+            let hooks = spec.hooks().as_ref().expect("has hooks");
+            run_hooks(
+                hooks.create_container().as_deref().unwrap_or(&[]),
+                "createContainer",
+                &state,
+            )?;
+            Some(state)
+        } else {
+            None
+        };
         rootfs::enter_root(&sys, self.cfg.rootfs, self.cfg.no_pivot)?;
         write_sysctls(spec)?;
         rootfs::finalize(&sys, spec)?;
@@ -478,12 +535,19 @@ impl Setup<'_, '_> {
                 Err(e) => return Err(Error::sys("wait for start (accept)", e)),
             }
         };
+        let mut conn = std::fs::File::from(conn);
+        if let (Some(state), Some(hooks)) = (&hook_state, spec.hooks()) {
+            let start_hooks = hooks.start_container().as_deref().unwrap_or(&[]);
+            if let Err(e) = run_hooks(start_hooks, "startContainer", state) {
+                let _ = conn.write_all(e.to_string().as_bytes());
+                return Ok(1);
+            }
+        }
         if nnp {
             if let Some(s) = self.seccomp {
                 s.load()?;
             }
         }
-        let mut conn = std::fs::File::from(conn);
         match self.cfg.workload.run(ctx) {
             Ok(code) => Ok(code),
             Err(e) => {

@@ -22,6 +22,10 @@ pub enum Msg {
     Ack,
     /// Setup failed; the text says what and why.
     Error(String),
+    /// The init's mounts are done: run the `createRuntime` hooks (then send `HookState`).
+    RunHooks,
+    /// The hooks ran; the container state JSON for the init's own hooks.
+    HookState(String),
 }
 
 impl Msg {
@@ -41,6 +45,12 @@ impl Msg {
                 v.extend_from_slice(s.as_bytes());
                 v
             }
+            Msg::RunHooks => vec![7],
+            Msg::HookState(s) => {
+                let mut v = vec![8];
+                v.extend_from_slice(s.as_bytes());
+                v
+            }
         }
     }
 
@@ -52,6 +62,8 @@ impl Msg {
             4 => Msg::Ready,
             5 => Msg::Ack,
             6 => Msg::Error(String::from_utf8_lossy(&b[1..]).into_owned()),
+            7 => Msg::RunHooks,
+            8 => Msg::HookState(String::from_utf8_lossy(&b[1..]).into_owned()),
             _ => return None,
         })
     }
@@ -127,6 +139,8 @@ mod tests {
             Msg::Ready,
             Msg::Ack,
             Msg::Error("mount /proc: EPERM".into()),
+            Msg::RunHooks,
+            Msg::HookState("{\"id\":\"x\"}".into()),
         ] {
             a.send(&m).unwrap();
             assert_eq!(b.recv().unwrap(), Some(m));

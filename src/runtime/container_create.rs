@@ -3,11 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use native_runner::cgroups::{Cgroup, Layout};
-use native_runner::process::{spawn_init, InitConfig, NativeWorkload};
+use native_runner::hooks::run_hooks;
+use native_runner::process::{spawn_init, InitConfig, InitEvents, NativeWorkload};
 use native_runner::rootfs::CgroupMount;
+use nix::unistd::Pid;
 
 use super::process_handle::{boot_id, stat_of};
-use super::state::{now_rfc3339, ContainerDir, ContainerRecord, ContainerState};
+use super::state::{now_rfc3339, ContainerDir, ContainerRecord, ContainerState, Status};
 use super::{Error, Runtime};
 use crate::spec::{load_bundle_spec, rootfs_path};
 
@@ -113,6 +115,7 @@ impl Runtime {
             cgroup_path: cgroup_path.clone(),
             annotations: spec.annotations().clone().unwrap_or_default(),
             started: false,
+            hooks: spec.hooks().clone(),
         };
         let result = (|| -> Result<(), Error> {
             dir.save(&rec)?;
@@ -136,17 +139,12 @@ impl Runtime {
                 preserve_fds: opts.preserve_fds as i32,
                 workload: &mut workload,
             };
-            spawn_init(cfg, &mut |pid| {
-                rec.pid = pid.as_raw();
-                rec.pid_start_time = stat_of(rec.pid).map(|s| s.0).unwrap_or(0);
-                dir.save(&rec)
-                    .map_err(|e| native_runner::Error::invalid(e.to_string()))?;
-                if let Some(pf) = &opts.pid_file {
-                    write_pid_file(pf, rec.pid)
-                        .map_err(|e| native_runner::Error::invalid(e.to_string()))?;
-                }
-                Ok(())
-            })?;
+            let mut events = CreateEvents {
+                dir: &dir,
+                rec: &mut rec,
+                pid_file: opts.pid_file.as_deref(),
+            };
+            spawn_init(cfg, &mut events)?;
             Ok(())
         })();
         if let Err(e) = result {
@@ -155,6 +153,49 @@ impl Runtime {
         }
         tracing::debug!(id, pid = rec.pid, cgroup = %cgroup_path, "created");
         Ok(dir.state(&rec))
+    }
+}
+
+/// The runtime's side of the create handshake: hooks in the runtime's namespaces, and the
+/// record of the container once its init is ready.
+struct CreateEvents<'a> {
+    dir: &'a ContainerDir,
+    rec: &'a mut ContainerRecord,
+    pid_file: Option<&'a Path>,
+}
+
+impl InitEvents for CreateEvents<'_> {
+    fn create_runtime(&mut self, init: Pid) -> native_runner::Result<Vec<u8>> {
+        self.rec.pid = init.as_raw();
+        let mut state = self.dir.state(self.rec);
+        state.status = Status::Creating;
+        state.pid = init.as_raw();
+        let json = serde_json::to_vec(&state).unwrap_or_default();
+        if let Some(h) = &self.rec.hooks {
+            #[allow(deprecated)]
+            let prestart = h.prestart().as_deref().unwrap_or(&[]);
+            run_hooks(prestart, "prestart", &json)?;
+            run_hooks(
+                h.create_runtime().as_deref().unwrap_or(&[]),
+                "createRuntime",
+                &json,
+            )?;
+        }
+        Ok(json)
+    }
+
+    fn ready(&mut self, init: Pid) -> native_runner::Result<()> {
+        let rec = &mut *self.rec;
+        rec.pid = init.as_raw();
+        rec.pid_start_time = stat_of(rec.pid).map(|s| s.0).unwrap_or(0);
+        self.dir
+            .save(rec)
+            .map_err(|e| native_runner::Error::invalid(e.to_string()))?;
+        if let Some(pf) = self.pid_file {
+            write_pid_file(pf, rec.pid)
+                .map_err(|e| native_runner::Error::invalid(e.to_string()))?;
+        }
+        Ok(())
     }
 }
 

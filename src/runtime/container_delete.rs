@@ -65,6 +65,16 @@ impl Runtime {
             cg.destroy()?;
         }
         dir.remove()?;
+        if let Some(post) = rec.hooks.as_ref().and_then(|h| h.poststop().clone()) {
+            // After the container is gone; a failure is logged (runtime-spec).
+            let mut state = dir.state(&rec);
+            state.status = Status::Stopped;
+            state.pid = 0;
+            let state = serde_json::to_vec(&state).unwrap_or_default();
+            if let Err(e) = native_runner::hooks::run_hooks(&post, "poststop", &state) {
+                tracing::warn!("container {id}: {e}");
+            }
+        }
         tracing::debug!(id, "deleted");
         Ok(())
     }

@@ -33,6 +33,13 @@ impl Runtime {
         if !msg.is_empty() {
             return Err(Error::Other(format!("start container {id:?}: {msg}")));
         }
+        if let Some(post) = rec.hooks.as_ref().and_then(|h| h.poststart().clone()) {
+            // A failing poststart hook is logged; the container keeps running (runtime-spec).
+            let state = serde_json::to_vec(&dir.state(&rec)).unwrap_or_default();
+            if let Err(e) = native_runner::hooks::run_hooks(&post, "poststart", &state) {
+                tracing::warn!("container {id}: {e}");
+            }
+        }
         tracing::debug!(id, "started");
         Ok(())
     }

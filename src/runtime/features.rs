@@ -47,7 +47,9 @@ pub fn features() -> Value {
     json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
-        "hooks": [],
+        "hooks": [
+            "prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"
+        ],
         "mountOptions": mount_options,
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],

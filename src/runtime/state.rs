@@ -69,6 +69,9 @@ pub struct ContainerRecord {
     /// Whether the container's init was told to start.
     #[serde(default)]
     pub started: bool,
+    /// The spec's hooks (`poststart` and `poststop` run after `create` returned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 /// The runtime-spec state of a container, in runc's field order (`state`, `list --format json`).
