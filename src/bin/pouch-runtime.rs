@@ -123,6 +123,76 @@ enum Cmd {
     },
     /// Print the features this runtime implements (runtime-spec features JSON).
     Features,
+    /// Freeze every process of a running container.
+    Pause {
+        /// Container id.
+        id: String,
+    },
+    /// Thaw a paused container.
+    Resume {
+        /// Container id.
+        id: String,
+    },
+    /// List the processes of a container (`ps -ef` filtered, or their pids as JSON).
+    Ps {
+        /// Container id.
+        id: String,
+        /// Output format: table (ps output) or json (an array of pids).
+        #[arg(short, long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Arguments for ps(1) (after `--`), default `-ef`.
+        #[arg(last = true)]
+        ps_args: Vec<String>,
+    },
+    /// Change the resource limits of a container (from a file and/or flags).
+    Update {
+        /// Container id.
+        id: String,
+        /// linux.resources JSON file ("-" for stdin); flags below override its values.
+        #[arg(short, long)]
+        resources: Option<PathBuf>,
+        /// Memory limit (bytes, or with k/m/g suffix; -1 for unlimited).
+        #[arg(long)]
+        memory: Option<String>,
+        /// Memory + swap limit (bytes or k/m/g; -1 for unlimited).
+        #[arg(long)]
+        memory_swap: Option<String>,
+        /// Memory soft limit (bytes or k/m/g).
+        #[arg(long)]
+        memory_reservation: Option<String>,
+        /// CPU shares (relative weight).
+        #[arg(long)]
+        cpu_shares: Option<u64>,
+        /// CPU CFS quota in microseconds per period (-1 for none).
+        #[arg(long)]
+        cpu_quota: Option<i64>,
+        /// CPU CFS period in microseconds.
+        #[arg(long)]
+        cpu_period: Option<u64>,
+        /// CPUs the container may use (e.g. 0-1).
+        #[arg(long)]
+        cpuset_cpus: Option<String>,
+        /// Memory nodes the container may use.
+        #[arg(long)]
+        cpuset_mems: Option<String>,
+        /// Maximum number of tasks (-1 for unlimited).
+        #[arg(long)]
+        pids_limit: Option<i64>,
+        /// Block IO weight (10-1000).
+        #[arg(long)]
+        blkio_weight: Option<u16>,
+    },
+    /// Show resource usage of a container (cpu, memory, pids), as runc's event JSON.
+    Events {
+        /// Container id.
+        id: String,
+        /// Print one stats event and exit.
+        #[arg(long)]
+        stats: bool,
+        /// Interval between stats events when streaming (e.g. 5s, 500ms).
+        #[arg(long, default_value = "5s")]
+        interval: String,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -263,6 +333,116 @@ fn run(cli: Cli) -> Result<u8> {
                             &rows,
                         )?;
                     }
+                }
+            }
+        }
+        Cmd::Pause { id } => rt.pause(&id)?,
+        Cmd::Resume { id } => rt.resume(&id)?,
+        Cmd::Ps {
+            id,
+            format,
+            ps_args,
+        } => match format {
+            ListFormat::Json => writeln!(out, "{}", serde_json::to_string(&rt.pids(&id)?)?)?,
+            ListFormat::Table => write!(out, "{}", rt.ps_table(&id, &ps_args)?)?,
+        },
+        Cmd::Update {
+            id,
+            resources,
+            memory,
+            memory_swap,
+            memory_reservation,
+            cpu_shares,
+            cpu_quota,
+            cpu_period,
+            cpuset_cpus,
+            cpuset_mems,
+            pids_limit,
+            blkio_weight,
+        } => {
+            use oci_spec::runtime::{
+                LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources,
+            };
+            use pouch::runtime::container_update::parse_size;
+            let mut res: LinuxResources = match resources {
+                Some(p) => {
+                    let text = if p.as_os_str() == "-" {
+                        std::io::read_to_string(std::io::stdin())?
+                    } else {
+                        std::fs::read_to_string(&p)
+                            .with_context(|| format!("read --resources {}", p.display()))?
+                    };
+                    serde_json::from_str(&text).with_context(|| {
+                        format!("--resources {}: not linux.resources JSON", p.display())
+                    })?
+                }
+                None => LinuxResources::default(),
+            };
+            if memory.is_some() || memory_swap.is_some() || memory_reservation.is_some() {
+                let mut m = res.memory().clone().unwrap_or_else(LinuxMemory::default);
+                if let Some(v) = memory {
+                    m.set_limit(Some(parse_size(&v)?));
+                }
+                if let Some(v) = memory_swap {
+                    m.set_swap(Some(parse_size(&v)?));
+                }
+                if let Some(v) = memory_reservation {
+                    m.set_reservation(Some(parse_size(&v)?));
+                }
+                res.set_memory(Some(m));
+            }
+            if cpu_shares.is_some()
+                || cpu_quota.is_some()
+                || cpu_period.is_some()
+                || cpuset_cpus.is_some()
+                || cpuset_mems.is_some()
+            {
+                let mut c = res.cpu().clone().unwrap_or_else(LinuxCpu::default);
+                if cpu_shares.is_some() {
+                    c.set_shares(cpu_shares);
+                }
+                if cpu_quota.is_some() {
+                    c.set_quota(cpu_quota);
+                }
+                if cpu_period.is_some() {
+                    c.set_period(cpu_period);
+                }
+                if cpuset_cpus.is_some() {
+                    c.set_cpus(cpuset_cpus);
+                }
+                if cpuset_mems.is_some() {
+                    c.set_mems(cpuset_mems);
+                }
+                res.set_cpu(Some(c));
+            }
+            if let Some(limit) = pids_limit {
+                let mut p = LinuxPids::default();
+                p.set_limit(limit);
+                res.set_pids(Some(p));
+            }
+            if let Some(w) = blkio_weight {
+                let mut b = res.block_io().clone().unwrap_or_else(LinuxBlockIo::default);
+                b.set_weight(Some(w));
+                res.set_block_io(Some(b));
+            }
+            rt.update(&id, &res)?;
+        }
+        Cmd::Events {
+            id,
+            stats,
+            interval,
+        } => {
+            let every = humantime::parse_duration(&interval)
+                .with_context(|| format!("--interval {interval:?}: use e.g. 5s or 500ms"))?;
+            loop {
+                writeln!(out, "{}", rt.stats_event(&id)?)?;
+                out.flush()?;
+                if stats {
+                    break;
+                }
+                std::thread::sleep(every);
+                if !rt.is_live(&id) {
+                    break;
                 }
             }
         }

@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use native_runner::cgroups::{Cgroup, Layout};
-
 use super::container_kill::signal_all;
 use super::state::{ContainerDir, Status};
 use super::{Error, Runtime};
@@ -41,7 +39,7 @@ impl Runtime {
             }
             _ => {}
         }
-        let cg = Cgroup::new(&Layout::detect()?, &rec.cgroup_path)?;
+        let cg = rec.cgroup()?;
         if status != Status::Stopped {
             if let Some(h) = dir.init_handle(&rec) {
                 let _ = h.signal(Signal::SIGKILL);

@@ -2,7 +2,7 @@
 
 use nix::sys::signal::Signal;
 
-use native_runner::cgroups::{Cgroup, Layout};
+use native_runner::cgroups::Cgroup;
 
 use super::state::{ContainerDir, Status};
 use super::{Error, Runtime};
@@ -19,7 +19,7 @@ impl Runtime {
             )));
         }
         if all {
-            let cg = Cgroup::new(&Layout::detect()?, &rec.cgroup_path)?;
+            let cg = rec.cgroup()?;
             signal_all(&cg, signal, status == Status::Paused)?;
             return Ok(());
         }
@@ -32,7 +32,7 @@ impl Runtime {
             .map_err(|e| Error::Other(format!("kill container {id:?} with {signal}: {e}")))?;
         if status == Status::Paused && signal == Signal::SIGKILL {
             // A frozen process dies only once thawed.
-            let cg = Cgroup::new(&Layout::detect()?, &rec.cgroup_path)?;
+            let cg = rec.cgroup()?;
             let _ = cg.thaw();
         }
         Ok(())

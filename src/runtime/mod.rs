@@ -11,11 +11,15 @@
 
 mod container_create;
 mod container_delete;
+mod container_events;
 mod container_kill;
 mod container_list;
+mod container_pause;
+mod container_ps;
 mod container_run;
 mod container_start;
 mod container_state;
+pub mod container_update;
 mod error;
 pub mod features;
 pub mod process_handle;

@@ -74,6 +74,13 @@ pub struct ContainerRecord {
     pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
+impl ContainerRecord {
+    /// The container's cgroup on this host.
+    pub fn cgroup(&self) -> Result<Cgroup, Error> {
+        Ok(Cgroup::new(&Layout::detect()?, &self.cgroup_path)?)
+    }
+}
+
 /// The runtime-spec state of a container, in runc's field order (`state`, `list --format json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -260,7 +267,7 @@ impl ContainerDir {
         if self.start_socket().exists() && !rec.started {
             return Status::Created;
         }
-        if is_frozen(&rec.cgroup_path) {
+        if is_frozen(rec) {
             return Status::Paused;
         }
         Status::Running
@@ -304,10 +311,8 @@ impl ContainerDir {
     }
 }
 
-fn is_frozen(cgroup_path: &str) -> bool {
-    Layout::detect()
-        .and_then(|l| Cgroup::new(&l, cgroup_path))
-        .is_ok_and(|cg| cg.is_frozen())
+fn is_frozen(rec: &ContainerRecord) -> bool {
+    rec.cgroup().is_ok_and(|cg| cg.is_frozen())
 }
 
 /// Now as RFC 3339 UTC with nanoseconds.
