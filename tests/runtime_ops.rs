@@ -148,7 +148,7 @@ fn events_stats_report_cgroup_usage() {
     assert!(ev["data"]["pids"]["current"].as_u64().unwrap() >= 1);
     assert_eq!(ev["data"]["pids"]["limit"], 20);
     // Streaming stops by itself when the container stops.
-    let mut child = b
+    let child = b
         .cmd()
         .args(["events", "--interval", "100ms", &b.id])
         .stdout(std::process::Stdio::piped())

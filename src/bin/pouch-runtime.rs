@@ -360,9 +360,7 @@ fn run(cli: Cli) -> Result<u8> {
             pids_limit,
             blkio_weight,
         } => {
-            use oci_spec::runtime::{
-                LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxPids, LinuxResources,
-            };
+            use oci_spec::runtime::{LinuxPids, LinuxResources};
             use pouch::runtime::container_update::parse_size;
             let mut res: LinuxResources = match resources {
                 Some(p) => {
@@ -379,7 +377,7 @@ fn run(cli: Cli) -> Result<u8> {
                 None => LinuxResources::default(),
             };
             if memory.is_some() || memory_swap.is_some() || memory_reservation.is_some() {
-                let mut m = res.memory().clone().unwrap_or_else(LinuxMemory::default);
+                let mut m = res.memory().unwrap_or_default();
                 if let Some(v) = memory {
                     m.set_limit(Some(parse_size(&v)?));
                 }
@@ -397,7 +395,7 @@ fn run(cli: Cli) -> Result<u8> {
                 || cpuset_cpus.is_some()
                 || cpuset_mems.is_some()
             {
-                let mut c = res.cpu().clone().unwrap_or_else(LinuxCpu::default);
+                let mut c = res.cpu().clone().unwrap_or_default();
                 if cpu_shares.is_some() {
                     c.set_shares(cpu_shares);
                 }
@@ -421,7 +419,7 @@ fn run(cli: Cli) -> Result<u8> {
                 res.set_pids(Some(p));
             }
             if let Some(w) = blkio_weight {
-                let mut b = res.block_io().clone().unwrap_or_else(LinuxBlockIo::default);
+                let mut b = res.block_io().clone().unwrap_or_default();
                 b.set_weight(Some(w));
                 res.set_block_io(Some(b));
             }
