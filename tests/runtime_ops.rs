@@ -160,3 +160,117 @@ fn events_stats_report_cgroup_usage() {
     let n = String::from_utf8_lossy(&out.stdout).lines().count();
     assert!(n >= 2, "streamed {n} events");
 }
+
+#[test]
+fn exec_joins_the_containers_namespaces_cgroup_and_security() {
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.spec["hostname"] = serde_json::json!("exec-box");
+    b.spec["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]});
+    b.write();
+    stdout_ok(b.rt(&[
+        "run",
+        "-d",
+        "--bundle",
+        b.dir.path().to_str().unwrap(),
+        &b.id,
+    ]));
+    let init = b.state()["pid"].as_i64().unwrap();
+    let o = b.rt(&["exec", &b.id, "sh", "-c",
+        "hostname; readlink /proc/1/exe; readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt; \
+         grep -E '^(CapBnd|CapEff|NoNewPrivs|Seccomp):' /proc/self/status; mkdir /tmp/x 2>&1; exit 7"]);
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "exec-box", "same hostname (uts namespace): {out}");
+    assert!(
+        lines[1].ends_with("busybox"),
+        "pid 1 is the container's init: {out}"
+    );
+    assert_eq!(
+        lines[2],
+        std::fs::read_link(format!("/proc/{init}/ns/pid"))
+            .unwrap()
+            .to_str()
+            .unwrap()
+    );
+    assert_eq!(
+        lines[3],
+        std::fs::read_link(format!("/proc/{init}/ns/mnt"))
+            .unwrap()
+            .to_str()
+            .unwrap()
+    );
+    let init_status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+    for key in ["CapBnd", "CapEff", "NoNewPrivs", "Seccomp"] {
+        let want = init_status
+            .lines()
+            .find(|l| l.starts_with(&format!("{key}:")))
+            .unwrap();
+        assert!(
+            lines.contains(&want),
+            "exec'd process differs from the init on {key}: {out}"
+        );
+    }
+    assert!(
+        out.contains("Operation not permitted"),
+        "the container's seccomp filter applies: {out}"
+    );
+
+    // User, cwd, env overrides; detached with a pid file in the container's cgroup.
+    let o = b.rt(&[
+        "exec",
+        "--user",
+        "1000:1000",
+        "--cwd",
+        "/tmp",
+        "--env",
+        "FOO=bar",
+        &b.id,
+        "sh",
+        "-c",
+        "id -u; pwd; echo $FOO",
+    ]);
+    assert_eq!(
+        stdout_ok(o).lines().collect::<Vec<_>>(),
+        ["1000", "/tmp", "bar"]
+    );
+    let pf = b.dir.path().join("exec.pid");
+    stdout_ok(b.rt(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pf.to_str().unwrap(),
+        &b.id,
+        "sleep",
+        "100",
+    ]));
+    let epid: i64 = std::fs::read_to_string(&pf).unwrap().parse().unwrap();
+    let cg = std::fs::read_to_string(format!("/proc/{epid}/cgroup")).unwrap();
+    assert!(
+        cg.contains(&format!("pids:{CGROUP_TEST_ROOT}/{}", b.id)),
+        "{cg}"
+    );
+    let pids: Vec<i64> =
+        serde_json::from_str(&stdout_ok(b.rt(&["ps", "--format", "json", &b.id]))).unwrap();
+    assert!(pids.contains(&epid));
+
+    // --process FILE.
+    let pj = b.dir.path().join("process.json");
+    std::fs::write(&pj, r#"{"args": ["sh", "-c", "echo from-process-json $X"], "env": ["X=1", "PATH=/bin"], "cwd": "/", "user": {"uid": 0, "gid": 0}}"#).unwrap();
+    let o = b.rt(&["exec", "--process", pj.to_str().unwrap(), &b.id]);
+    assert_eq!(stdout_ok(o), "from-process-json 1\n");
+
+    // Errors: a missing program, a stopped container.
+    let o = b.rt(&["exec", &b.id, "no-such-program"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no-such-program"));
+    stdout_ok(b.rt(&["kill", &b.id, "KILL"]));
+    assert!(process_gone(init));
+    let o = b.rt(&["exec", &b.id, "true"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("stopped"));
+}

@@ -11,6 +11,7 @@
 pub mod capabilities;
 pub mod cgroups;
 pub mod error;
+pub mod exec;
 pub mod hooks;
 pub mod namespaces;
 pub mod process;

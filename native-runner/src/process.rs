@@ -470,7 +470,7 @@ impl Setup<'_, '_> {
             std::fs::write("/proc/self/oom_score_adj", adj.to_string())
                 .ctx(|| format!("process.oomScoreAdj: write {adj}"))?;
         }
-        set_rlimits(spec)?;
+        set_rlimits(process)?;
         let opts = RootfsOptions {
             rootfs: self.cfg.rootfs,
             bundle: self.cfg.bundle,
@@ -515,7 +515,7 @@ impl Setup<'_, '_> {
             // Without no_new_privs the filter must be loaded while CAP_SYS_ADMIN is held.
             s.load()?;
         }
-        self.switch_user(spec)?;
+        switch_user(process, self.caps)?;
         let cwd = process.cwd();
         if !cwd.as_os_str().is_empty() {
             nix::unistd::chdir(cwd.as_path())
@@ -556,45 +556,44 @@ impl Setup<'_, '_> {
             }
         }
     }
+}
 
-    fn switch_user(&self, spec: &Spec) -> Result<()> {
-        let process = spec.process().as_ref().expect("checked");
-        let user = process.user();
-        if let Some(c) = self.caps {
-            c.apply_bounding()?;
-        }
-        // SAFETY: prctl with constant arguments.
-        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-        let gids: Vec<Gid> = user
-            .additional_gids()
-            .iter()
-            .flatten()
-            .map(|g| Gid::from_raw(*g))
-            .collect();
-        let in_userns_without_setgroups = std::fs::read_to_string("/proc/self/setgroups")
-            .map(|s| s.trim() == "deny")
-            .unwrap_or(false);
-        if !in_userns_without_setgroups {
-            nix::unistd::setgroups(&gids)
-                .ctx(|| "process.user.additionalGids: setgroups".into())?;
-        }
-        let (uid, gid) = (Uid::from_raw(user.uid()), Gid::from_raw(user.gid()));
-        nix::unistd::setresgid(gid, gid, gid).ctx(|| {
-            format!("process.user.gid: setgid {gid} (is it mapped in the user namespace?)")
-        })?;
-        nix::unistd::setresuid(uid, uid, uid).ctx(|| {
-            format!("process.user.uid: setuid {uid} (is it mapped in the user namespace?)")
-        })?;
-        // SAFETY: prctl with constant arguments.
-        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
-        if let Some(c) = self.caps {
-            c.apply()?;
-        } else if !uid.is_root() {
-            // No capabilities listed: a non-root user keeps none (setuid already cleared them).
-        }
-        nix::sys::stat::umask(Mode::from_bits_truncate(user.umask().unwrap_or(0o022)));
-        Ok(())
+/// Drops to `process.user` with `caps`: bounding set, groups, gid, uid (keeping capabilities
+/// across the switch), then the other capability sets and the umask.
+pub(crate) fn switch_user(
+    process: &oci_spec::runtime::Process,
+    caps: Option<&CapabilitySets>,
+) -> Result<()> {
+    let user = process.user();
+    if let Some(c) = caps {
+        c.apply_bounding()?;
     }
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    let gids: Vec<Gid> = user
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
+    let in_userns_without_setgroups = std::fs::read_to_string("/proc/self/setgroups")
+        .map(|s| s.trim() == "deny")
+        .unwrap_or(false);
+    if !in_userns_without_setgroups {
+        nix::unistd::setgroups(&gids).ctx(|| "process.user.additionalGids: setgroups".into())?;
+    }
+    let (uid, gid) = (Uid::from_raw(user.uid()), Gid::from_raw(user.gid()));
+    nix::unistd::setresgid(gid, gid, gid)
+        .ctx(|| format!("process.user.gid: setgid {gid} (is it mapped in the user namespace?)"))?;
+    nix::unistd::setresuid(uid, uid, uid)
+        .ctx(|| format!("process.user.uid: setuid {uid} (is it mapped in the user namespace?)"))?;
+    // SAFETY: prctl with constant arguments.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    if let Some(c) = caps {
+        c.apply()?;
+    }
+    nix::sys::stat::umask(Mode::from_bits_truncate(user.umask().unwrap_or(0o022)));
+    Ok(())
 }
 
 /// Creates the listening start socket in the container's state directory.
@@ -660,8 +659,8 @@ fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
     }
 }
 
-fn set_rlimits(spec: &Spec) -> Result<()> {
-    let limits = spec.process().as_ref().and_then(|p| p.rlimits().as_ref());
+pub(crate) fn set_rlimits(process: &oci_spec::runtime::Process) -> Result<()> {
+    let limits = process.rlimits().as_ref();
     for (i, r) in limits.into_iter().flatten().enumerate() {
         if r.soft() > r.hard() {
             return Err(Error::invalid(format!(
@@ -702,7 +701,7 @@ fn write_sysctls(spec: &Spec) -> Result<()> {
 
 /// Default dispositions and an empty mask, as a freshly started program expects (the Rust
 /// runtime ignores SIGPIPE, and an ignored signal stays ignored across execve).
-fn reset_signals() {
+pub(crate) fn reset_signals() {
     for sig in Signal::iterator() {
         if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
             // SAFETY: resetting to SIG_DFL installs no handler.
@@ -712,7 +711,7 @@ fn reset_signals() {
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
-fn mark_cloexec_from(first: i32) {
+pub(crate) fn mark_cloexec_from(first: i32) {
     // SAFETY: close_range with the CLOEXEC flag only changes descriptor flags.
     unsafe {
         libc::syscall(

@@ -123,6 +123,56 @@ enum Cmd {
     },
     /// Print the features this runtime implements (runtime-spec features JSON).
     Features,
+    /// Run a process in a running container (joins its namespaces and cgroup).
+    Exec {
+        /// Container id.
+        id: String,
+        /// The command and its arguments (unless --process is given).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// A process.json (runtime-spec `process`) describing the process instead of ARGS.
+        #[arg(short, long)]
+        process: Option<PathBuf>,
+        /// Return once the process runs.
+        #[arg(short, long)]
+        detach: bool,
+        /// Write the process's pid to this file.
+        #[arg(long)]
+        pid_file: Option<PathBuf>,
+        /// Allocate a terminal (not supported yet).
+        #[arg(short, long)]
+        tty: bool,
+        /// Unix socket to send the terminal master to (with --tty).
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
+        /// Add or set an environment variable (KEY=VALUE), repeatable.
+        #[arg(short, long)]
+        env: Vec<String>,
+        /// Working directory in the container.
+        #[arg(long)]
+        cwd: Option<PathBuf>,
+        /// User as UID[:GID].
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Additional group ids, repeatable.
+        #[arg(short = 'g', long)]
+        additional_gids: Vec<u32>,
+        /// Add a capability (e.g. CAP_NET_ADMIN) to the process's sets, repeatable.
+        #[arg(short, long)]
+        cap: Vec<String>,
+        /// Set no_new_privs for the process.
+        #[arg(long)]
+        no_new_privs: bool,
+        /// Pass this many extra descriptors (from fd 3) to the process.
+        #[arg(long, default_value_t = 0)]
+        preserve_fds: u32,
+        /// Accepted for runc compatibility; AppArmor is not used.
+        #[arg(long, hide = true)]
+        apparmor: Option<String>,
+        /// Accepted for runc compatibility; SELinux is not used.
+        #[arg(long, hide = true)]
+        process_label: Option<String>,
+    },
     /// Freeze every process of a running container.
     Pause {
         /// Container id.
@@ -336,6 +386,51 @@ fn run(cli: Cli) -> Result<u8> {
                 }
             }
         }
+        Cmd::Exec {
+            id,
+            args,
+            process,
+            detach,
+            pid_file,
+            tty,
+            console_socket,
+            env,
+            cwd,
+            user,
+            additional_gids,
+            cap,
+            no_new_privs,
+            preserve_fds,
+            apparmor: _,
+            process_label: _,
+        } => {
+            let process = exec_process(
+                &rt,
+                &id,
+                process,
+                args,
+                tty,
+                env,
+                cwd,
+                user,
+                additional_gids,
+                cap,
+                no_new_privs,
+            )?;
+            if console_socket.is_some() && !process.terminal().unwrap_or(false) {
+                bail!("--console-socket needs --tty (or terminal: true in --process)");
+            }
+            let code = rt.exec(
+                &id,
+                &pouch::runtime::ExecOptions {
+                    process,
+                    detach,
+                    pid_file,
+                    preserve_fds,
+                },
+            )?;
+            return Ok(code.clamp(0, 255) as u8);
+        }
         Cmd::Pause { id } => rt.pause(&id)?,
         Cmd::Resume { id } => rt.resume(&id)?,
         Cmd::Ps {
@@ -453,6 +548,110 @@ fn run(cli: Cli) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// The process of `exec`: `--process FILE`, or the container's own process with ARGS and the
+/// command line's overrides.
+#[allow(clippy::too_many_arguments)]
+fn exec_process(
+    rt: &Runtime,
+    id: &str,
+    file: Option<PathBuf>,
+    args: Vec<String>,
+    tty: bool,
+    env: Vec<String>,
+    cwd: Option<PathBuf>,
+    user: Option<String>,
+    additional_gids: Vec<u32>,
+    caps: Vec<String>,
+    no_new_privs: bool,
+) -> Result<oci_spec::runtime::Process> {
+    use oci_spec::runtime::{Capability, Process};
+    let mut p: Process = match file {
+        Some(f) => {
+            if !args.is_empty() {
+                bail!("give either --process or a command, not both");
+            }
+            let text =
+                std::fs::read(&f).with_context(|| format!("read --process {}", f.display()))?;
+            let de = &mut serde_json::Deserializer::from_slice(&text);
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                anyhow::anyhow!("--process {}: {}: {}", f.display(), e.path(), e.inner())
+            })?
+        }
+        None => {
+            if args.is_empty() {
+                bail!("exec needs a command (or --process FILE)");
+            }
+            let mut p = rt.container_process(id)?;
+            p.set_args(Some(args));
+            p.set_terminal(Some(tty));
+            p
+        }
+    };
+    if tty {
+        p.set_terminal(Some(true));
+    }
+    if !env.is_empty() {
+        let mut all = p.env().clone().unwrap_or_default();
+        for kv in env {
+            let key = kv.split('=').next().unwrap_or_default().to_string();
+            all.retain(|e| e.split('=').next() != Some(key.as_str()));
+            all.push(kv);
+        }
+        p.set_env(Some(all));
+    }
+    if let Some(c) = cwd {
+        p.set_cwd(c);
+    }
+    if let Some(u) = user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((a, b)) => (a.parse::<u32>(), b.parse::<u32>().map(Some)),
+            None => (u.parse::<u32>(), Ok(None)),
+        };
+        let (Ok(uid), Ok(gid)) = (uid, gid) else {
+            bail!("--user {u:?}: use numeric UID[:GID]");
+        };
+        p.user_mut().set_uid(uid);
+        if let Some(g) = gid {
+            p.user_mut().set_gid(g);
+        }
+    }
+    if !additional_gids.is_empty() {
+        p.user_mut().set_additional_gids(Some(additional_gids));
+    }
+    if !caps.is_empty() {
+        let mut sets = p.capabilities().clone().unwrap_or_default();
+        for c in &caps {
+            let name = c.to_ascii_uppercase();
+            let name = if name.starts_with("CAP_") {
+                name
+            } else {
+                format!("CAP_{name}")
+            };
+            let cap: Capability = name
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--cap {c:?}: unknown capability"))?;
+            let add = |s: Option<oci_spec::runtime::Capabilities>| {
+                let mut s = s.unwrap_or_default();
+                s.insert(cap);
+                Some(s)
+            };
+            let (b, e, pm) = (
+                add(sets.bounding().clone()),
+                add(sets.effective().clone()),
+                add(sets.permitted().clone()),
+            );
+            sets.set_bounding(b);
+            sets.set_effective(e);
+            sets.set_permitted(pm);
+        }
+        p.set_capabilities(Some(sets));
+    }
+    if no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    Ok(p)
 }
 
 fn print_table(out: &mut impl Write, head: [&str; 6], rows: &[[String; 6]]) -> std::io::Result<()> {

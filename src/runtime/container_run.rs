@@ -68,7 +68,7 @@ impl Runtime {
     }
 }
 
-fn wait_forwarding(init: Pid, set: &SigSet) -> Result<i32, Error> {
+pub(crate) fn wait_forwarding(init: Pid, set: &SigSet) -> Result<i32, Error> {
     let sfd = SignalFd::with_flags(set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .map_err(|e| Error::Other(format!("signalfd: {e}")))?;
     loop {

@@ -12,6 +12,7 @@
 mod container_create;
 mod container_delete;
 mod container_events;
+mod container_exec;
 mod container_kill;
 mod container_list;
 mod container_pause;
@@ -27,6 +28,7 @@ pub mod signal;
 pub mod state;
 
 pub use container_create::CreateOptions;
+pub use container_exec::ExecOptions;
 pub use container_run::RunOptions;
 pub use error::Error;
 pub use state::{ContainerRecord, ContainerState, Status};
