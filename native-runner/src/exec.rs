@@ -20,6 +20,7 @@ use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process};
 
 use crate::capabilities::CapabilitySets;
 use crate::cgroups::Cgroup;
+use crate::console::{setup_terminal, WinSize};
 use crate::error::{Error, Result, SysContext};
 use crate::namespaces::{clone_flag, spec_name};
 use crate::process::{
@@ -28,6 +29,7 @@ use crate::process::{
 };
 use crate::seccomp::SeccompProgram;
 use crate::sync::{Channel, Msg};
+use crate::syscall::LinuxSyscall;
 
 /// What [`spawn_exec`] needs.
 pub struct ExecConfig<'a> {
@@ -43,6 +45,8 @@ pub struct ExecConfig<'a> {
     pub cgroup: Option<&'a Cgroup>,
     /// Extra descriptors (from 3) the process inherits.
     pub preserve_fds: i32,
+    /// For `process.terminal`: a connected unix socket to send the pty master over.
+    pub console_socket: Option<OwnedFd>,
 }
 
 fn ns_file(t: LinuxNamespaceType) -> &'static str {
@@ -179,7 +183,7 @@ fn joiner(
     // SAFETY: single-threaded.
     match unsafe { fork() }.ctx(|| "fork the exec process".into())? {
         ForkResult::Child => {
-            let r = run_process(cfg.process, seccomp, caps, cfg.preserve_fds, ctx);
+            let r = run_process(cfg, seccomp, caps, ctx);
             let msg = match r {
                 Ok(()) => "exec returned".to_string(),
                 Err(e) => e.to_string(),
@@ -193,12 +197,25 @@ fn joiner(
 }
 
 fn run_process(
-    process: &Process,
+    cfg: &ExecConfig<'_>,
     seccomp: Option<&SeccompProgram>,
     caps: Option<&CapabilitySets>,
-    preserve_fds: i32,
     ctx: &mut ExecContext,
 ) -> Result<()> {
+    let process = cfg.process;
+    if process.terminal().unwrap_or(false) {
+        let sock = cfg.console_socket.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "process.terminal is true but there is no console socket; pass --console-socket",
+            )
+        })?;
+        nix::unistd::setsid().ctx(|| "setsid".into())?;
+        let size = process.console_size().map(|b| WinSize {
+            rows: b.height() as u16,
+            cols: b.width() as u16,
+        });
+        setup_terminal(&LinuxSyscall, sock, size, false)?;
+    }
     set_rlimits(process)?;
     let nnp = process.no_new_privileges().unwrap_or(false);
     if nnp {
@@ -219,7 +236,7 @@ fn run_process(
     let mut w = NativeWorkload;
     w.prepare(ctx)?;
     reset_signals();
-    mark_cloexec_from(3 + preserve_fds);
+    mark_cloexec_from(3 + cfg.preserve_fds);
     if nnp {
         if let Some(s) = seccomp {
             s.load()?;

@@ -10,6 +10,7 @@
 
 pub mod capabilities;
 pub mod cgroups;
+pub mod console;
 pub mod error;
 pub mod exec;
 pub mod hooks;

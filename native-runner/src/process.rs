@@ -34,6 +34,7 @@ use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Spec};
 
 use crate::capabilities::CapabilitySets;
 use crate::cgroups::Cgroup;
+use crate::console::{setup_terminal, WinSize};
 use crate::error::{Error, Result, SysContext};
 use crate::hooks::run_hooks;
 use crate::namespaces::{id_map_text, NamespacePlan};
@@ -153,6 +154,8 @@ pub struct InitConfig<'a> {
     pub preserve_fds: i32,
     /// What runs once started.
     pub workload: &'a mut dyn Workload,
+    /// For `process.terminal`: a connected unix socket to send the pty master over.
+    pub console_socket: Option<OwnedFd>,
 }
 
 /// Fails if the calling process has more than one thread: forking then is unsafe.
@@ -217,9 +220,9 @@ pub fn spawn_init(cfg: InitConfig<'_>, events: &mut dyn InitEvents) -> Result<Pi
         cfg.spec.process().as_ref().ok_or_else(|| {
             Error::invalid("process: missing; a container needs a process to run")
         })?;
-    if process.terminal().unwrap_or(false) {
+    if process.terminal().unwrap_or(false) && cfg.console_socket.is_none() {
         return Err(Error::invalid(
-            "process.terminal: true is not supported by pouch-runtime yet; set it to false",
+            "process.terminal is true but there is no console socket to send the terminal to; pass --console-socket",
         ));
     }
     let caps = match process.capabilities() {
@@ -501,6 +504,17 @@ impl Setup<'_, '_> {
             None
         };
         rootfs::enter_root(&sys, self.cfg.rootfs, self.cfg.no_pivot)?;
+        if let (true, Some(sock)) = (
+            process.terminal().unwrap_or(false),
+            &self.cfg.console_socket,
+        ) {
+            let size = process.console_size().map(|b| WinSize {
+                rows: b.height() as u16,
+                cols: b.width() as u16,
+            });
+            setup_terminal(&sys, sock, size, true)?;
+        }
+        self.cfg.console_socket = None;
         write_sysctls(spec)?;
         rootfs::finalize(&sys, spec)?;
         if self.plan.creates(LinuxNamespaceType::Uts) {

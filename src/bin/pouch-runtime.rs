@@ -139,7 +139,7 @@ enum Cmd {
         /// Write the process's pid to this file.
         #[arg(long)]
         pid_file: Option<PathBuf>,
-        /// Allocate a terminal (not supported yet).
+        /// Allocate a terminal (sent to --console-socket, or relayed in the foreground).
         #[arg(short, long)]
         tty: bool,
         /// Unix socket to send the terminal master to (with --tty).
@@ -417,9 +417,6 @@ fn run(cli: Cli) -> Result<u8> {
                 cap,
                 no_new_privs,
             )?;
-            if console_socket.is_some() && !process.terminal().unwrap_or(false) {
-                bail!("--console-socket needs --tty (or terminal: true in --process)");
-            }
             let code = rt.exec(
                 &id,
                 &pouch::runtime::ExecOptions {
@@ -427,6 +424,7 @@ fn run(cli: Cli) -> Result<u8> {
                     detach,
                     pid_file,
                     preserve_fds,
+                    console_socket,
                 },
             )?;
             return Ok(code.clamp(0, 255) as u8);

@@ -1,5 +1,7 @@
 //! `create`: set the container up and leave its init waiting for `start`.
 
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use native_runner::cgroups::{Cgroup, Layout};
@@ -70,6 +72,28 @@ impl Runtime {
     /// Creates container `id` from a bundle: checks the spec, creates the cgroup and the init
     /// process, records the state. On failure nothing is left behind.
     pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<ContainerState, Error> {
+        let console = match &opts.console_socket {
+            Some(p) => Some(OwnedFd::from(UnixStream::connect(p).map_err(|e| {
+                Error::io(format!("--console-socket: connect to {}", p.display()), e)
+            })?)),
+            None => None,
+        };
+        self.create_with_console(id, opts, console, false)
+            .map(|(state, _)| state)
+    }
+
+    /// [`Runtime::create`] with an already connected console socket (for `run` in the
+    /// foreground, which keeps the other end).
+    ///
+    /// With `own_terminal`, a container whose spec asks for a terminal gets one whose master
+    /// is returned (for a foreground `run` without `--console-socket`).
+    pub(crate) fn create_with_console(
+        &self,
+        id: &str,
+        opts: &CreateOptions,
+        mut console: Option<OwnedFd>,
+        own_terminal: bool,
+    ) -> Result<(ContainerState, Option<OwnedFd>), Error> {
         super::validate_id(id)?;
         let bundle = std::fs::canonicalize(&opts.bundle)
             .map_err(|e| Error::Spec(format!("bundle {}: {e}", opts.bundle.display())))?;
@@ -89,9 +113,21 @@ impl Runtime {
             .as_ref()
             .and_then(|p| p.terminal())
             .unwrap_or(false);
-        if opts.console_socket.is_some() && !terminal {
+        if console.is_some() && !terminal {
             return Err(Error::Spec(
                 "--console-socket is given but process.terminal is false: drop the flag or set terminal to true".into(),
+            ));
+        }
+        let mut our_end = None;
+        if console.is_none() && terminal && own_terminal {
+            let (a, b) =
+                UnixStream::pair().map_err(|e| Error::io("socketpair for the terminal", e))?;
+            console = Some(OwnedFd::from(a));
+            our_end = Some(b);
+        }
+        if console.is_none() && terminal {
+            return Err(Error::Spec(
+                "process.terminal is true: pass --console-socket to receive the terminal (or run in the foreground)".into(),
             ));
         }
         let linux = spec.linux().clone().unwrap_or_default();
@@ -138,6 +174,7 @@ impl Runtime {
                 no_pivot: opts.no_pivot,
                 preserve_fds: opts.preserve_fds as i32,
                 workload: &mut workload,
+                console_socket: console,
             };
             let mut events = CreateEvents {
                 dir: &dir,
@@ -152,7 +189,18 @@ impl Runtime {
             return Err(e);
         }
         tracing::debug!(id, pid = rec.pid, cgroup = %cgroup_path, "created");
-        Ok(dir.state(&rec))
+        let master = match our_end {
+            Some(s) => match native_runner::console::recv_fd(s.as_raw_fd()) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    drop(_lock);
+                    let _ = self.delete(id, true);
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
+        Ok((dir.state(&rec), master))
     }
 }
 

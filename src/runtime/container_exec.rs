@@ -1,5 +1,7 @@
 //! `exec`: run another process in a running container.
 
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
@@ -9,7 +11,7 @@ use oci_spec::runtime::Process;
 use native_runner::exec::{spawn_exec, ExecConfig};
 
 use super::container_create::write_pid_file;
-use super::container_run::wait_forwarding;
+use super::container_run::{proxy_terminal, wait_forwarding};
 use super::state::{ContainerDir, Status};
 use super::{Error, Runtime};
 use crate::spec::load_bundle_spec;
@@ -26,6 +28,9 @@ pub struct ExecOptions {
     pub pid_file: Option<PathBuf>,
     /// Extra descriptors (from 3) it inherits.
     pub preserve_fds: u32,
+    /// Where to send the terminal's master (with `process.terminal`); without it, a foreground
+    /// `exec` with a terminal relays the terminal itself.
+    pub console_socket: Option<PathBuf>,
 }
 
 impl Runtime {
@@ -57,11 +62,28 @@ impl Runtime {
             .map(|n| n.typ())
             .collect();
         let cgroup = rec.cgroup()?;
-        if opts.process.terminal().unwrap_or(false) {
-            return Err(Error::Other(
-                "exec --tty is not supported by pouch-runtime yet; run without a terminal".into(),
-            ));
-        }
+        let terminal = opts.process.terminal().unwrap_or(false);
+        let mut our_end = None;
+        let console_socket = match (&opts.console_socket, terminal) {
+            (Some(p), true) => Some(OwnedFd::from(UnixStream::connect(p).map_err(|e| {
+                Error::io(format!("--console-socket: connect to {}", p.display()), e)
+            })?)),
+            (None, true) if !opts.detach => {
+                let (a, b) =
+                    UnixStream::pair().map_err(|e| Error::io("socketpair for the terminal", e))?;
+                our_end = Some(b);
+                Some(OwnedFd::from(a))
+            }
+            (None, true) => {
+                return Err(Error::Other(
+                    "exec --detach --tty needs --console-socket to send the terminal to".into(),
+                ))
+            }
+            (Some(_), false) => {
+                return Err(Error::Other("--console-socket needs --tty".into()));
+            }
+            (None, false) => None,
+        };
         let cfg = ExecConfig {
             init_pid: Pid::from_raw(rec.pid),
             namespaces,
@@ -69,6 +91,7 @@ impl Runtime {
             seccomp: linux.seccomp().as_ref(),
             cgroup: Some(&cgroup),
             preserve_fds: opts.preserve_fds as i32,
+            console_socket,
         };
         if opts.detach {
             let pid = spawn_exec(cfg)?;
@@ -90,7 +113,13 @@ impl Runtime {
             if let Some(pf) = &opts.pid_file {
                 write_pid_file(pf, pid.as_raw())?;
             }
-            wait_forwarding(pid, &forwarded)
+            match our_end {
+                Some(s) => {
+                    let master = native_runner::console::recv_fd(s.as_raw_fd())?;
+                    proxy_terminal(master, pid, &forwarded)
+                }
+                None => wait_forwarding(pid, &forwarded),
+            }
         })();
         let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
         result

@@ -52,12 +52,16 @@ impl Runtime {
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&forwarded), Some(&mut old))
             .map_err(|e| Error::Other(format!("block signals: {e}")))?;
         let result = (|| {
-            let state = self.create(id, &opts.create)?;
+            let (state, master) = self.create_with_console(id, &opts.create, None, true)?;
             if let Err(e) = self.start(id) {
                 let _ = self.delete(id, true);
                 return Err(e);
             }
-            let code = wait_forwarding(Pid::from_raw(state.pid), &forwarded)?;
+            let init = Pid::from_raw(state.pid);
+            let code = match master {
+                Some(m) => proxy_terminal(m, init, &forwarded)?,
+                None => wait_forwarding(init, &forwarded)?,
+            };
             if !opts.keep {
                 self.delete(id, true)?;
             }
@@ -99,6 +103,148 @@ pub(crate) fn wait_forwarding(init: Pid, set: &SigSet) -> Result<i32, Error> {
             }
             if let Ok(s) = Signal::try_from(sig) {
                 let _ = kill(init, s);
+            }
+        }
+    }
+}
+
+/// Restores a terminal's settings when dropped.
+struct RawMode {
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl RawMode {
+    fn enable() -> RawMode {
+        let stdin = std::io::stdin();
+        let saved = nix::sys::termios::tcgetattr(&stdin).ok();
+        if let Some(t) = &saved {
+            let mut raw = t.clone();
+            nix::sys::termios::cfmakeraw(&mut raw);
+            let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw);
+        }
+        RawMode { saved }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
+}
+
+fn write_all_fd(fd: std::os::fd::BorrowedFd<'_>, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Ok(n) => buf = &buf[n..],
+            Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Foreground `run` with a terminal: our stdin to the pty master, the master to our stdout,
+/// window size changes and other signals passed on, until the program exits and its output is
+/// drained. Our terminal (if stdin is one) is in raw mode meanwhile.
+pub(crate) fn proxy_terminal(
+    master: std::os::fd::OwnedFd,
+    init: Pid,
+    set: &SigSet,
+) -> Result<i32, Error> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::{AsFd, AsRawFd};
+    let _raw = RawMode::enable();
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let resize = || {
+        if let Some(ws) = native_runner::console::get_winsize(stdin.as_raw_fd())
+            .or_else(|| native_runner::console::get_winsize(stdout.as_raw_fd()))
+        {
+            let _ = native_runner::console::set_winsize(master.as_raw_fd(), ws);
+        }
+    };
+    resize();
+    let sfd = SignalFd::with_flags(set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| Error::Other(format!("signalfd: {e}")))?;
+    let stdin_is_tty = nix::unistd::isatty(&stdin).unwrap_or(false);
+    let (mut stdin_open, mut master_open) = (true, true);
+    let mut code: Option<i32> = None;
+    let mut buf = [0u8; 8192];
+    loop {
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(ws) if ws.pid() == Some(init) => code = exit_code(ws).or(code),
+                Ok(_) => {}
+            }
+        }
+        if code.is_some() && !master_open {
+            return Ok(code.unwrap_or(0));
+        }
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if master_open {
+            fds.push(PollFd::new(master.as_fd(), PollFlags::POLLIN));
+        }
+        if stdin_open && code.is_none() {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+        }
+        // Once the program is gone, drain what is left without waiting for more.
+        let timeout = if code.is_some() {
+            PollTimeout::ZERO
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Ok(0) if code.is_some() => return Ok(code.unwrap_or(0)),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(Error::Other(format!("poll: {e}"))),
+        }
+        let ready = |i: usize| {
+            fds.get(i)
+                .and_then(|f| f.revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (sig_ready, master_ready) = (ready(0), master_open && ready(1));
+        let stdin_ready = stdin_open && code.is_none() && ready(if master_open { 2 } else { 1 });
+        drop(fds);
+        if sig_ready {
+            while let Ok(Some(info)) = sfd.read_signal() {
+                match info.ssi_signo as i32 {
+                    libc::SIGCHLD => {}
+                    libc::SIGWINCH => resize(),
+                    s => {
+                        if let Ok(s) = Signal::try_from(s) {
+                            let _ = kill(init, s);
+                        }
+                    }
+                }
+            }
+        }
+        if master_ready {
+            match nix::unistd::read(&master, &mut buf) {
+                Ok(0) | Err(nix::errno::Errno::EIO) => master_open = false,
+                Ok(n) => write_all_fd(stdout.as_fd(), &buf[..n]),
+                Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                Err(_) => master_open = false,
+            }
+        }
+        if stdin_ready {
+            match nix::unistd::read(&stdin, &mut buf) {
+                Ok(0) => {
+                    stdin_open = false;
+                    if !stdin_is_tty {
+                        // End of piped input: end of file for the program too (VEOF).
+                        write_all_fd(master.as_fd(), &[4]);
+                    }
+                }
+                Ok(n) => write_all_fd(master.as_fd(), &buf[..n]),
+                Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                Err(_) => stdin_open = false,
             }
         }
     }

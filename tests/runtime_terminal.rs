@@ -1,0 +1,161 @@
+//! Terminals: a shell in a pty answering typed input, through a foreground `run`/`exec` (the
+//! runtime relays the terminal) and through `--console-socket` (the master is sent to us).
+
+mod common;
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use serde_json::json;
+
+/// Writes `input` to the terminal master, then collects what comes back until the terminal
+/// closes (EIO) or `limit` passes.
+fn converse(master: &OwnedFd, input: &[&str], limit: Duration) -> String {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut pending: Vec<&str> = input.to_vec();
+    pending.reverse();
+    let mut next_write = Instant::now() + Duration::from_millis(300);
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < limit {
+        if Instant::now() >= next_write {
+            if let Some(line) = pending.pop() {
+                nix::unistd::write(master.as_fd(), line.as_bytes()).unwrap();
+                next_write = Instant::now() + Duration::from_millis(300);
+            }
+        }
+        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(50u16)).unwrap_or(0) == 0 {
+            continue;
+        }
+        match nix::unistd::read(master, &mut buf) {
+            Ok(0) | Err(nix::errno::Errno::EIO) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A pty pair whose slave has the given size.
+fn pty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
+    let ws = nix::pty::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let p = nix::pty::openpty(Some(&ws), None).unwrap();
+    (p.master, p.slave)
+}
+
+fn spawn_on_pty(cmd: &mut std::process::Command, slave: &OwnedFd) -> Child {
+    let f = std::fs::File::from(slave.try_clone().unwrap());
+    cmd.stdin(Stdio::from(f.try_clone().unwrap()))
+        .stdout(Stdio::from(f.try_clone().unwrap()))
+        .stderr(Stdio::from(f))
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn foreground_run_relays_a_terminal() {
+    let mut b = Bundle::new(&["sh"]);
+    b.spec["process"]["terminal"] = json!(true);
+    b.write();
+    let (master, slave) = pty(33, 99);
+    let mut child = spawn_on_pty(
+        b.cmd()
+            .args(["run", "--bundle", b.dir.path().to_str().unwrap(), &b.id]),
+        &slave,
+    );
+    drop(slave);
+    let out = converse(
+        &master,
+        &["stty size; tty; echo hello-$((6*7))\n", "exit 3\n"],
+        Duration::from_secs(15),
+    );
+    let status = child.wait().unwrap();
+    assert!(
+        out.contains("33 99"),
+        "window size from our terminal: {out}"
+    );
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(out.contains("hello-42"), "typed input answered: {out}");
+    assert_eq!(status.code(), Some(3));
+}
+
+#[test]
+fn console_socket_receives_the_terminal_master() {
+    let mut b = Bundle::new(&["sh"]);
+    b.spec["process"]["terminal"] = json!(true);
+    b.spec["process"]["consoleSize"] = json!({"height": 25, "width": 81});
+    b.write();
+    let sock_path = b.dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock_path).unwrap();
+    let o = b.rt(&[
+        "create",
+        "--bundle",
+        b.dir.path().to_str().unwrap(),
+        "--console-socket",
+        sock_path.to_str().unwrap(),
+        &b.id,
+    ]);
+    stdout_ok(o);
+    let (conn, _) = listener.accept().unwrap();
+    let master = native_runner::console::recv_fd(conn.as_raw_fd()).unwrap();
+    stdout_ok(b.rt(&["start", &b.id]));
+    let out = converse(
+        &master,
+        &[
+            "stty size; ls -l /dev/console | cut -c1; echo typed-$((2+2))\n",
+            "exit\n",
+        ],
+        Duration::from_secs(15),
+    );
+    assert!(out.contains("25 81"), "consoleSize applied: {out}");
+    assert!(out.contains("typed-4"), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim() == "c"),
+        "/dev/console is the pty: {out}"
+    );
+    // Without a console socket, a terminal container cannot be created detached.
+    let mut b2 = Bundle::new(&["sh"]);
+    b2.spec["process"]["terminal"] = json!(true);
+    b2.write();
+    let o = b2.rt(&[
+        "create",
+        "--bundle",
+        b2.dir.path().to_str().unwrap(),
+        &b2.id,
+    ]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--console-socket"));
+}
+
+#[test]
+fn exec_with_a_terminal() {
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.spec["hostname"] = json!("tty-box");
+    b.write();
+    stdout_ok(b.rt(&[
+        "run",
+        "-d",
+        "--bundle",
+        b.dir.path().to_str().unwrap(),
+        &b.id,
+    ]));
+    let (master, slave) = pty(21, 77);
+    let mut child = spawn_on_pty(b.cmd().args(["exec", "-t", &b.id, "sh"]), &slave);
+    drop(slave);
+    let out = converse(
+        &master,
+        &["stty size; hostname\n", "exit 4\n"],
+        Duration::from_secs(15),
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(4));
+    assert!(out.contains("21 77") && out.contains("tty-box"), "{out}");
+}
