@@ -9,6 +9,10 @@
 //! state, container cgroups, mounts, processes), then cleans up with the scripts of
 //! `tests/support/` — also when an assertion failed — and checks again.
 //!
+//! Interactive clients (`podman run -it`, `podman exec -it`, `ctr run -t`, `ctr task exec -t`)
+//! run on a pty the test allocates (`on_terminal`): the test types into the master, waits for
+//! the answers and checks the window size and the exit code.
+//!
 //! These tests need root, podman, conmon, containerd, ctr and containerd-shim-runc-v2
 //! (`scripts/install-deps.sh`). A missing tool is a failure, never a skip.
 
@@ -251,6 +255,218 @@ fn logged_calls(log: &Path, id: &str) -> Vec<String> {
 }
 
 // ----------------------------------------------------------------------------------------
+// terminals, namespaces, freezer
+// ----------------------------------------------------------------------------------------
+
+/// Window size of the terminals the tests give the clients (`stty size` prints "33 99").
+const TTY_ROWS: u16 = 33;
+const TTY_COLS: u16 = 99;
+/// The busybox shell's prompt as root in `/`.
+const PROMPT: &str = "/ # ";
+
+/// One step of a terminal conversation: wait until the terminal shows `.0` (in what came
+/// after the previous step), then type `.1`.
+type Step<'a> = (&'a str, &'a str);
+
+/// Runs `cmd` as a person would in a terminal: a session leader whose controlling terminal,
+/// stdin, stdout and stderr are the slave of a fresh pty (TTY_ROWS x TTY_COLS) that the test
+/// owns. Plays `steps` on the master, then reads until the command has exited and its
+/// terminal is closed or quiet. Returns everything the terminal showed and the exit status.
+/// Fails the test, killing the command (the child we started, by pid), when an expected
+/// text does not show up or the command does not finish within COMMAND_TIMEOUT.
+fn on_terminal(cmd: &mut Command, steps: &[Step]) -> (String, std::process::ExitStatus) {
+    use std::os::fd::AsFd;
+    use std::os::unix::process::CommandExt;
+    let size = nix::pty::Winsize {
+        ws_row: TTY_ROWS,
+        ws_col: TTY_COLS,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(Some(&size), None).unwrap();
+    let slave = fs::File::from(pty.slave);
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    // SAFETY: between fork and exec, only async-signal-safe calls (setsid, ioctl).
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid()?;
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    // The Command holds its stdio until dropped: let go of the slave here, so that the
+    // master reads EIO once the command and whatever it started have closed the terminal.
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+
+    let master = pty.master;
+    let started = Instant::now();
+    let mut shown: Vec<u8> = Vec::new();
+    let mut step_from = 0; // where the output after the previous step starts
+    let mut steps = steps.iter();
+    let mut step = steps.next();
+    let mut status = None;
+    let mut last_output = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        if started.elapsed() > COMMAND_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} on a terminal: {} within {COMMAND_TIMEOUT:?}; the terminal showed:\n{}",
+                match step {
+                    Some((expect, _)) => format!("{expect:?} did not show up"),
+                    None => "did not finish".to_owned(),
+                },
+                text(&shown)
+            );
+        }
+        if let Some((expect, send)) = step {
+            if text(&shown[step_from..]).contains(expect) {
+                let mut rest = send.as_bytes();
+                while !rest.is_empty() {
+                    let n = nix::unistd::write(&master, rest).unwrap();
+                    rest = &rest[n..];
+                }
+                step_from = shown.len();
+                step = steps.next();
+            }
+        }
+        if status.is_none() {
+            status = child.try_wait().unwrap();
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            master.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(50u16)).unwrap_or(0);
+        if ready > 0 {
+            match nix::unistd::read(&master, &mut buf) {
+                Ok(0) | Err(nix::errno::Errno::EIO) => break,
+                Ok(n) => {
+                    shown.extend_from_slice(&buf[..n]);
+                    last_output = Instant::now();
+                }
+                Err(nix::errno::Errno::EINTR) | Err(nix::errno::Errno::EAGAIN) => {}
+                Err(e) => panic!("reading the terminal of {cmd:?}: {e}"),
+            }
+        } else if status.is_some() && last_output.elapsed() > Duration::from_millis(300) {
+            break;
+        }
+    }
+    let shown = text(&shown);
+    if let Some((expect, _)) = step {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{cmd:?} on a terminal ended before showing {expect:?}; it showed:\n{shown}");
+    }
+    let status = match status {
+        Some(s) => s,
+        None => loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if started.elapsed() > COMMAND_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{cmd:?} closed its terminal but did not exit; it showed:\n{shown}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        },
+    };
+    (shown, status)
+}
+
+/// The namespaces an exec must share with the container's init.
+const NAMESPACES: [&str; 5] = ["pid", "uts", "ipc", "mnt", "net"];
+/// A shell command printing, inside the container, the same as `namespaces_of` on the host.
+const PRINT_NAMESPACES: &str = "for n in pid uts ipc mnt net; do readlink /proc/self/ns/$n; done";
+
+/// The namespaces of `pid` as `readlink /proc/PID/ns/KIND` shows them (`pid:[4026532…]`).
+fn namespaces_of(pid: i64) -> Vec<String> {
+    NAMESPACES
+        .iter()
+        .map(|kind| {
+            fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+                .unwrap_or_else(|e| panic!("namespace {kind} of pid {pid}: {e}"))
+                .display()
+                .to_string()
+        })
+        .collect()
+}
+
+/// pid 1 of the pause tests: appends a line to `/ticks` every 50 ms.
+const TICKER: &str = "while true; do echo tick >> /ticks; sleep 0.05; done";
+
+/// Size of `/ticks` in the container whose init is `pid` (through /proc/PID/root).
+fn ticks(pid: i64) -> u64 {
+    fs::metadata(format!("/proc/{pid}/root/ticks"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// Waits up to 10 s for the ticker of `pid` to get past `than`; returns the new size.
+fn wait_ticks_above(pid: i64, than: u64) -> u64 {
+    let t = Instant::now();
+    loop {
+        let now = ticks(pid);
+        if now > than {
+            return now;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the ticker of pid {pid} made no progress in 10 s (/ticks: {now} bytes)"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Pause, seen from the host: the ticker of `pid` makes no progress for 600 ms.
+fn assert_no_progress(pid: i64) {
+    let before = ticks(pid);
+    std::thread::sleep(Duration::from_millis(600));
+    let after = ticks(pid);
+    assert_eq!(
+        before, after,
+        "the ticker of pid {pid} made progress while paused"
+    );
+}
+
+/// Whether cgroup `path` is frozen: `freezer.state` of the v1 freezer hierarchy where one is
+/// mounted (v1 and hybrid hosts, as here), else `frozen 1` in cgroup v2's `cgroup.events`.
+fn frozen(path: &str) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let v1_freezer = info.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        let mut post = post.split(' ');
+        let (fstype, opts) = (post.next()?, post.nth(1)?);
+        (fstype == "cgroup" && opts.split(',').any(|o| o == "freezer"))
+            .then(|| PathBuf::from(pre.split(' ').nth(4).unwrap()))
+    });
+    let rel = path.trim_start_matches('/');
+    match v1_freezer {
+        Some(mp) => {
+            let f = mp.join(rel).join("freezer.state");
+            let state = fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            state.trim() == "FROZEN"
+        }
+        None => {
+            let f = Path::new("/sys/fs/cgroup").join(rel).join("cgroup.events");
+            let events = fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            events.lines().any(|l| l == "frozen 1")
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------
 // podman
 // ----------------------------------------------------------------------------------------
 
@@ -319,15 +535,20 @@ impl Podman {
         p
     }
 
-    /// `podman --runtime RUNTIME ARGS...` in the private environment.
-    fn podman(&self, runtime: &Path, args: &[&str]) -> Output {
+    /// The command `podman --runtime RUNTIME ARGS...` in the private environment.
+    fn command(&self, runtime: &Path, args: &[&str]) -> Command {
         let mut c = Command::new("podman");
         c.env_remove("POUCH_RUNTIME_ROOT")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--runtime")
             .arg(runtime)
             .args(args);
-        run(&mut c)
+        c
+    }
+
+    /// `podman --runtime RUNTIME ARGS...` in the private environment.
+    fn podman(&self, runtime: &Path, args: &[&str]) -> Output {
+        run(&mut self.command(runtime, args))
     }
 
     fn podman_ok(&self, runtime: &Path, args: &[&str]) -> String {
@@ -359,8 +580,16 @@ impl Podman {
 
     /// `podman run -d --cgroup-parent=<ours> IMAGE ARGS...` through the argv logger; the id.
     fn run_detached(&mut self, args: &[&str]) -> String {
+        self.run_detached_with(&[], args)
+    }
+
+    /// `podman run -d --cgroup-parent=<ours> OPTIONS... IMAGE ARGS...` through the argv
+    /// logger; the id.
+    fn run_detached_with(&mut self, options: &[&str], args: &[&str]) -> String {
         let parent = format!("--cgroup-parent={}", self.cgroup_parent);
-        let mut argv = vec!["run", "-d", &parent, IMAGE];
+        let mut argv = vec!["run", "-d", &parent];
+        argv.extend_from_slice(options);
+        argv.push(IMAGE);
         argv.extend_from_slice(args);
         let id = self
             .podman_ok(&self.logger.clone(), &argv)
@@ -626,6 +855,202 @@ fn podman_stop_and_rm_force_of_detached_containers() {
     assert!(!o.status.success(), "{id} still exists after rm -f");
 }
 
+#[test]
+fn podman_run_it_answers_typed_input() {
+    let mut p = Podman::new();
+    let parent = format!("--cgroup-parent={}", p.cgroup_parent);
+    let cidfile = p.path.join("cid-it");
+    let cidarg = format!("--cidfile={}", cidfile.display());
+    let (shown, status) = on_terminal(
+        &mut p.command(
+            &p.logger,
+            &["run", "-it", "--rm", &parent, &cidarg, IMAGE, "sh"],
+        ),
+        &[
+            (PROMPT, "stty size; tty; echo typed-$((6*7))\n"),
+            ("typed-42", "exit 5\n"),
+        ],
+    );
+    if let Ok(id) = fs::read_to_string(&cidfile) {
+        p.ids.push(id.trim().to_owned());
+    }
+    assert_eq!(
+        status.code(),
+        Some(5),
+        "podman run -it returns the shell's exit code; the terminal showed:\n{shown}"
+    );
+    assert!(
+        shown.contains(&format!("{TTY_ROWS} {TTY_COLS}")),
+        "the container's terminal has the size of ours: {shown}"
+    );
+    assert!(shown.contains("/dev/pts/0"), "{shown}");
+    assert_eq!(p.ids.len(), 1, "podman wrote no --cidfile");
+    let id = p.ids[0].clone();
+    let calls = logged_calls(&p.argv_log, &id);
+    assert!(
+        calls.len() == 3
+            && calls[0].starts_with("create --bundle ")
+            && calls[0].contains(" --console-socket ")
+            && calls[1] == format!("start {id}")
+            && calls[2] == format!("delete --force {id}"),
+        "podman's calls: {calls:#?}"
+    );
+}
+
+#[test]
+fn podman_exec_joins_the_container() {
+    let mut p = Podman::new();
+    let id = p.run_detached_with(&["--hostname", "exec-box"], &["sleep", "1000"]);
+    let pid: i64 = p.inspect(&id, "{{.State.Pid}}").parse().unwrap();
+    let cg = p.container_cgroup(&id);
+
+    // Without a terminal: stdout and stderr apart, the exit code passes through.
+    let script = format!(
+        "hostname; cat /proc/1/comm; {PRINT_NAMESPACES}; cat /proc/self/cgroup; \
+         echo to-stderr >&2; exit 7"
+    );
+    let o = p.podman(&p.logger, &["exec", &id, "sh", "-c", &script]);
+    let out = text(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "podman exec returns the exit code; stdout: {out}\nstderr: {}",
+        text(&o.stderr)
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"exec-box"),
+        "the container's hostname: {out}"
+    );
+    assert_eq!(
+        lines.get(1),
+        Some(&"sleep"),
+        "pid 1 is the container's init: {out}"
+    );
+    for ns in namespaces_of(pid) {
+        assert!(
+            lines.contains(&ns.as_str()),
+            "exec is not in {ns} of the init: {out}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.ends_with(&format!(":{cg}"))),
+        "exec is not in the container's cgroup {cg}: {out}"
+    );
+    assert!(text(&o.stderr).contains("to-stderr"), "{}", text(&o.stderr));
+
+    // --user, --workdir and --env reach the process (podman writes them to --process).
+    let o = p.podman(
+        &p.logger,
+        &[
+            "exec",
+            "-u",
+            "1000:1000",
+            "-w",
+            "/tmp",
+            "-e",
+            "POUCH_VAR=seen",
+            &id,
+            "sh",
+            "-c",
+            "id -u; id -g; pwd; echo $POUCH_VAR",
+        ],
+    );
+    assert_eq!(
+        text(&o.stdout),
+        "1000\n1000\n/tmp\nseen\n",
+        "stderr: {}",
+        text(&o.stderr)
+    );
+
+    // Our errors reach podman, which maps them to 127 and 126 as for runc.
+    let o = p.podman(&p.logger, &["exec", &id, "/no/such/program"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(127), "stderr: {err}");
+    assert!(
+        err.contains("/no/such/program") && err.contains("no such file or directory"),
+        "podman should show our error: {err}"
+    );
+    let o = p.podman(&p.logger, &["exec", &id, "/etc/passwd"]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(126), "stderr: {err}");
+    assert!(err.contains("permission denied"), "{err}");
+
+    // With a terminal.
+    let (shown, status) = on_terminal(
+        &mut p.command(&p.logger, &["exec", "-it", &id, "sh"]),
+        &[
+            (PROMPT, "stty size; tty; hostname; echo typed-$((6*7))\n"),
+            ("typed-42", "exit 6\n"),
+        ],
+    );
+    assert_eq!(
+        status.code(),
+        Some(6),
+        "podman exec -it returns the shell's exit code; the terminal showed:\n{shown}"
+    );
+    assert!(
+        shown.contains(&format!("{TTY_ROWS} {TTY_COLS}"))
+            && shown.contains("/dev/pts/")
+            && shown.contains("exec-box"),
+        "{shown}"
+    );
+
+    let calls = logged_calls(&p.argv_log, &id);
+    let execs: Vec<&String> = calls.iter().filter(|c| c.starts_with("exec ")).collect();
+    // Four without a terminal, then one with.
+    let with_tty: Vec<bool> = execs.iter().map(|c| c.contains("--tty")).collect();
+    assert!(
+        with_tty == [false, false, false, false, true]
+            && execs.iter().all(|c| c.contains(" --process ")
+                && c.contains(" --detach")
+                && c.ends_with(&format!(" {id}")))
+            && execs[4].contains(" --tty --console-socket "),
+        "podman's calls: {calls:#?}"
+    );
+    p.podman_ok(&p.logger, &["rm", "-f", "-t", "0", &id]);
+    assert!(process_gone(pid));
+}
+
+#[test]
+fn podman_pause_and_unpause() {
+    let mut p = Podman::new();
+    let id = p.run_detached(&["sh", "-c", TICKER]);
+    let pid: i64 = p.inspect(&id, "{{.State.Pid}}").parse().unwrap();
+    let cg = p.container_cgroup(&id);
+    wait_ticks_above(pid, 0);
+
+    p.podman_ok(&p.logger, &["pause", &id]);
+    assert_eq!(p.inspect(&id, "{{.State.Status}}"), "paused");
+    assert!(frozen(&cg), "cgroup {cg} is not frozen");
+    assert_no_progress(pid);
+
+    p.podman_ok(&p.logger, &["unpause", &id]);
+    assert_eq!(p.inspect(&id, "{{.State.Status}}"), "running");
+    assert!(!frozen(&cg), "cgroup {cg} is still frozen");
+    wait_ticks_above(pid, ticks(pid));
+
+    // A paused container can be removed: podman resumes it, then kills it.
+    p.podman_ok(&p.logger, &["pause", &id]);
+    p.podman_ok(&p.logger, &["rm", "-f", "-t", "0", &id]);
+    assert!(process_gone(pid));
+    let calls = logged_calls(&p.argv_log, &id);
+    assert_eq!(
+        calls.get(1..).unwrap_or_default(),
+        [
+            format!("start {id}"),
+            format!("pause {id}"),
+            format!("resume {id}"),
+            format!("pause {id}"),
+            format!("resume {id}"),
+            format!("kill {id} 9"),
+            format!("delete --force {id}"),
+        ],
+        "podman's calls: {calls:#?}"
+    );
+}
+
 // ----------------------------------------------------------------------------------------
 // containerd + containerd-shim-runc-v2
 // ----------------------------------------------------------------------------------------
@@ -678,13 +1103,19 @@ impl Containerd {
         c
     }
 
-    fn ctr(&self, args: &[&str]) -> Output {
-        run(Command::new("ctr")
-            .arg("--address")
+    /// The command `ctr --address <ours> --namespace pouch-test ARGS...`.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address")
             .arg(&self.address)
             .arg("--namespace")
             .arg(CTR_NAMESPACE)
-            .args(args))
+            .args(args);
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        run(&mut self.command(args))
     }
 
     fn ctr_ok(&self, args: &[&str]) -> String {
@@ -944,4 +1375,258 @@ fn containerd_task_kill_and_delete() {
         text(&o.stderr)
     );
     c.ctr_ok(&["containers", "rm", &id]);
+}
+
+#[test]
+fn containerd_run_t_answers_typed_input() {
+    let mut c = Containerd::new();
+    let (id, cg) = c.new_container();
+    let (shown, status) = on_terminal(
+        &mut c.command(&[
+            "run",
+            "-t",
+            "--rm",
+            "--runc-binary",
+            c.logger.to_str().unwrap(),
+            "--runc-root",
+            c.runc_root.to_str().unwrap(),
+            "--cgroup",
+            &cg,
+            IMAGE,
+            &id,
+            "sh",
+        ]),
+        &[
+            (PROMPT, "stty size; tty; echo typed-$((6*7))\n"),
+            ("typed-42", "exit 5\n"),
+        ],
+    );
+    assert_eq!(
+        status.code(),
+        Some(5),
+        "ctr run -t returns the shell's exit code; the terminal showed:\n{shown}"
+    );
+    assert!(
+        shown.contains(&format!("{TTY_ROWS} {TTY_COLS}")),
+        "the container's terminal has the size of ours: {shown}"
+    );
+    assert!(shown.contains("/dev/pts/0"), "{shown}");
+    let calls = logged_calls(&c.argv_log, &id);
+    assert!(
+        calls.len() == 4
+            && calls[0].starts_with("create --bundle ")
+            && calls[0].contains(" --console-socket ")
+            && calls[1] == format!("start {id}")
+            && calls[2] == format!("delete {id}")
+            && calls[3] == format!("delete --force {id}"),
+        "the shim's calls: {calls:#?}"
+    );
+}
+
+#[test]
+fn containerd_task_exec_joins_the_container() {
+    let mut c = Containerd::new();
+    let (id, cg) = c.new_container();
+    let o = c.run("-d", &c.logger, &id, &cg, &["sleep", "1000"]);
+    assert!(o.status.success(), "ctr run -d: {}", text(&o.stderr));
+    c.wait_task_status(&id, "RUNNING");
+    let (pid, _) = c.task(&id).unwrap();
+
+    // Without a terminal: stdout and stderr apart, the exit code passes through; --user and
+    // --cwd reach the process.
+    let script = format!(
+        "cat /proc/1/comm; {PRINT_NAMESPACES}; cat /proc/self/cgroup; id -u; pwd; \
+         echo to-stderr >&2; exit 7"
+    );
+    let o = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "--user",
+        "1000",
+        "--cwd",
+        "/tmp",
+        &id,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let out = text(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "ctr task exec returns the exit code; stdout: {out}\nstderr: {}",
+        text(&o.stderr)
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"sleep"),
+        "pid 1 is the container's init: {out}"
+    );
+    for ns in namespaces_of(pid) {
+        assert!(
+            lines.contains(&ns.as_str()),
+            "exec is not in {ns} of the init: {out}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.ends_with(&format!(":{cg}"))),
+        "exec is not in the container's cgroup {cg}: {out}"
+    );
+    assert!(
+        lines.ends_with(&["1000", "/tmp"]),
+        "--user 1000 --cwd /tmp: {out}"
+    );
+    assert!(text(&o.stderr).contains("to-stderr"), "{}", text(&o.stderr));
+
+    // Our error reaches ctr; the container keeps running.
+    let o = c.ctr(&["task", "exec", "--exec-id", "e0", &id, "/no/such/program"]);
+    let err = text(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("OCI runtime exec failed")
+            && err.contains("/no/such/program")
+            && err.contains("no such file or directory"),
+        "ctr should show our error ({}): {err}",
+        o.status
+    );
+    assert_eq!(c.task(&id), Some((pid, "RUNNING".to_owned())));
+
+    // With a terminal.
+    let (shown, status) = on_terminal(
+        &mut c.command(&["task", "exec", "-t", "--exec-id", "e2", &id, "sh"]),
+        &[
+            (PROMPT, "stty size; tty; echo typed-$((6*7))\n"),
+            ("typed-42", "exit 6\n"),
+        ],
+    );
+    assert_eq!(
+        status.code(),
+        Some(6),
+        "ctr task exec -t returns the shell's exit code; the terminal showed:\n{shown}"
+    );
+    assert!(
+        shown.contains(&format!("{TTY_ROWS} {TTY_COLS}")) && shown.contains("/dev/pts/"),
+        "{shown}"
+    );
+
+    // A detached exec; `ctr task ps` (our `ps --format json`) lists it with the init. A
+    // detached ctr never removes its stdio fifos (default /run/containerd/fifo, whatever the
+    // runtime): keep them in the test's directory.
+    let fifo_dir = c.path.join("fifo");
+    c.ctr_ok(&[
+        "task",
+        "exec",
+        "-d",
+        "--fifo-dir",
+        fifo_dir.to_str().unwrap(),
+        "--exec-id",
+        "e3",
+        &id,
+        "sleep",
+        "1001",
+    ]);
+    let t = Instant::now();
+    let listed = loop {
+        let ps = c.ctr_ok(&["task", "ps", &id]);
+        let pids: Vec<i64> = ps
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        if pids.len() == 2 || t.elapsed() > Duration::from_secs(10) {
+            break pids;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        listed.len() == 2 && listed.contains(&pid),
+        "ctr task ps should list the init {pid} and the exec: {listed:?}"
+    );
+    for p in &listed {
+        assert_in_cgroup(*p, &cg);
+    }
+
+    c.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
+    c.wait_task_status(&id, "STOPPED");
+    for p in &listed {
+        assert!(process_gone(*p), "pid {p} survived its container");
+    }
+    c.ctr_ok(&["task", "delete", &id]);
+    c.ctr_ok(&["containers", "rm", &id]);
+    let calls = logged_calls(&c.argv_log, &id);
+    let execs: Vec<&String> = calls.iter().filter(|c| c.starts_with("exec ")).collect();
+    // e1, e0 (failed), e2 (-t), e3 (-d).
+    let with_tty: Vec<bool> = execs
+        .iter()
+        .map(|c| c.contains(" --console-socket "))
+        .collect();
+    assert!(
+        with_tty == [false, false, true, false]
+            && execs.iter().all(|c| c.starts_with("exec --process ")
+                && c.contains(" --detach --pid-file ")
+                && c.ends_with(&format!(" {id}")))
+            && calls.contains(&format!("ps --format json {id}")),
+        "the shim's calls: {calls:#?}"
+    );
+}
+
+#[test]
+fn containerd_task_pause_resume_and_metrics() {
+    let mut c = Containerd::new();
+    let (id, cg) = c.new_container();
+    let o = c.run("-d", &c.logger, &id, &cg, &["sh", "-c", TICKER]);
+    assert!(o.status.success(), "ctr run -d: {}", text(&o.stderr));
+    c.wait_task_status(&id, "RUNNING");
+    let (pid, _) = c.task(&id).unwrap();
+    wait_ticks_above(pid, 0);
+
+    c.ctr_ok(&["task", "pause", &id]);
+    c.wait_task_status(&id, "PAUSED");
+    assert!(frozen(&cg), "cgroup {cg} is not frozen");
+    assert_no_progress(pid);
+
+    c.ctr_ok(&["task", "resume", &id]);
+    c.wait_task_status(&id, "RUNNING");
+    assert!(!frozen(&cg), "cgroup {cg} is still frozen");
+    wait_ticks_above(pid, ticks(pid));
+
+    // The shim reads the metrics from the cgroup of the init itself.
+    let json = c.ctr_ok(&["task", "metrics", "--format", "json", &id]);
+    let m: serde_json::Value = serde_json::from_str(&json)
+        .unwrap_or_else(|e| panic!("ctr task metrics --format json: {e}: {json}"));
+    let num = |path: &str| m.pointer(path).and_then(|v| v.as_u64()).unwrap_or(0);
+    assert!(
+        num("/memory/usage/usage") > 0 && num("/pids/current") >= 2 && num("/cpu/usage/total") > 0,
+        "memory, pids (sh and sleep) and cpu of the task: {json}"
+    );
+    let table = c.ctr_ok(&["task", "metrics", &id]);
+    for metric in ["memory.usage_in_bytes", "pids.current", "cpuacct.usage"] {
+        let value = table
+            .lines()
+            .find_map(|l| l.strip_prefix(metric)?.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(value.is_some_and(|v| v > 0), "{metric} in: {table}");
+    }
+
+    c.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
+    c.wait_task_status(&id, "STOPPED");
+    assert!(process_gone(pid));
+    c.ctr_ok(&["task", "delete", &id]);
+    c.ctr_ok(&["containers", "rm", &id]);
+    let calls = logged_calls(&c.argv_log, &id);
+    assert_eq!(
+        calls.get(1..).unwrap_or_default(),
+        [
+            format!("start {id}"),
+            format!("pause {id}"),
+            format!("resume {id}"),
+            format!("kill {id} 9"),
+            format!("delete {id}"),
+            format!("delete --force {id}"),
+        ],
+        "the shim's calls: {calls:#?}"
+    );
 }
