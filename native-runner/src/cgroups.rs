@@ -281,6 +281,11 @@ pub struct Cgroup {
     layout: String,
 }
 
+/// Whether a file returned by [`Cgroup::freeze_state_file`] says frozen (`FROZEN` or `1`).
+pub fn is_frozen_file(file: &Path) -> bool {
+    read_trimmed(file).is_ok_and(|s| s == "FROZEN" || s == "1")
+}
+
 /// Resource usage of a cgroup, for `pouch stats` / `events`. A field is `None` when the host
 /// does not account it (controller missing) or, for limits, when there is no limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -548,6 +553,15 @@ impl Cgroup {
             }
         }
         self.v2_freeze(true)
+    }
+
+    /// The file that says whether the cgroup is frozen (v1 `freezer.state`, else v2
+    /// `cgroup.freeze`), for callers that record it once; see [`is_frozen_file`].
+    pub fn freeze_state_file(&self) -> Option<PathBuf> {
+        if let Some(dir) = self.v1_dir("freezer") {
+            return Some(dir.join("freezer.state"));
+        }
+        self.unified.as_ref().map(|u| u.dir.join("cgroup.freeze"))
     }
 
     /// Whether the cgroup is frozen now (v1 `freezer.state` = `FROZEN`, else v2
@@ -1988,6 +2002,12 @@ fn enable_all_controllers(dir: &Path) {
 /// Removes a cgroup directory and its child cgroups (depth first). Retries `EBUSY` until
 /// `deadline`; a missing directory is fine.
 fn remove_cgroup_tree(dir: &Path, deadline: Instant) -> Result<()> {
+    // The common case, a leaf that is already empty, needs no directory listing.
+    match fs::remove_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

@@ -175,20 +175,35 @@ fn fd_path(fd: &OwnedFd) -> Result<PathBuf> {
         .ctx(|| "read the path of a resolved mount destination".into())
 }
 
+/// The container's rootfs, opened once (after it was bound onto itself, so that every later
+/// mount on it is seen) for resolving paths in it.
+#[derive(Debug)]
+pub struct RootDir {
+    fd: OwnedFd,
+}
+
+impl RootDir {
+    /// Opens the rootfs directory.
+    pub fn open(root: &Path) -> Result<RootDir> {
+        let fd = open(
+            root,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| format!("open rootfs {}", root.display()))?;
+        Ok(RootDir { fd })
+    }
+}
+
 /// Resolves `path` (as seen inside the container) in `root`, following symlinks with `root` as
 /// `/`, creates what is missing as asked, and returns the host path of the result.
-pub fn resolve_in_root(root: &Path, path: &Path, create: Create) -> Result<PathBuf> {
-    let rootfd = open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx(|| format!("open rootfs {}", root.display()))?;
+pub fn resolve_in_root(root: &RootDir, path: &Path, create: Create) -> Result<PathBuf> {
+    let rootfd = &root.fd;
     let rel: PathBuf = path
         .components()
         .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
         .collect();
-    match open_in_root(&rootfd, &rel) {
+    match open_in_root(rootfd, &rel) {
         Ok(fd) => return fd_path(&fd),
         Err(Errno::ENOENT) if create != Create::Nothing => {}
         Err(e) => {
@@ -201,10 +216,10 @@ pub fn resolve_in_root(root: &Path, path: &Path, create: Create) -> Result<PathB
     let comps: Vec<_> = rel.components().collect();
     let mut prefix = PathBuf::new();
     for (i, c) in comps.iter().enumerate() {
-        let parent = open_in_root(&rootfd, &prefix)
+        let parent = open_in_root(rootfd, &prefix)
             .ctx(|| format!("resolve {} in the rootfs", prefix.display()))?;
         prefix.push(c);
-        match open_in_root(&rootfd, &prefix) {
+        match open_in_root(rootfd, &prefix) {
             Ok(_) => continue,
             Err(Errno::ENOENT) => {}
             Err(e) => {
@@ -241,7 +256,7 @@ pub fn resolve_in_root(root: &Path, path: &Path, create: Create) -> Result<PathB
         }
     }
     let fd =
-        open_in_root(&rootfd, &rel).ctx(|| format!("resolve {} in the rootfs", path.display()))?;
+        open_in_root(rootfd, &rel).ctx(|| format!("resolve {} in the rootfs", path.display()))?;
     fd_path(&fd)
 }
 
@@ -322,7 +337,13 @@ fn mount_setattr_rdonly_recursive(target: &Path) -> Result<()> {
 }
 
 /// Mounts `mounts[index]` under the rootfs.
-pub fn mount_one(sys: &dyn Syscall, m: &Mount, index: usize, o: &RootfsOptions) -> Result<()> {
+pub fn mount_one(
+    sys: &dyn Syscall,
+    m: &Mount,
+    index: usize,
+    o: &RootfsOptions,
+    root: &RootDir,
+) -> Result<()> {
     let field = format!("mounts[{index}] ({})", m.destination().display());
     if !m.destination().is_absolute() {
         return Err(Error::invalid(format!(
@@ -334,7 +355,7 @@ pub fn mount_one(sys: &dyn Syscall, m: &Mount, index: usize, o: &RootfsOptions) 
     let typ = m.typ().as_deref().unwrap_or("");
     let is_bind = opts.flags.contains(MsFlags::MS_BIND) || typ == "bind";
     if typ == "cgroup" || typ == "cgroup2" {
-        return mount_cgroup(sys, m, &opts, o).map_err(|e| prefix_err(&field, e));
+        return mount_cgroup(sys, m, &opts, o, root).map_err(|e| prefix_err(&field, e));
     }
     let result = (|| {
         if is_bind {
@@ -353,7 +374,7 @@ pub fn mount_one(sys: &dyn Syscall, m: &Mount, index: usize, o: &RootfsOptions) 
             } else {
                 Create::File
             };
-            let dst = resolve_in_root(o.rootfs, m.destination(), create)?;
+            let dst = resolve_in_root(root, m.destination(), create)?;
             let rec = opts.flags & MsFlags::MS_REC;
             sys.mount(Some(&src), &dst, None, MsFlags::MS_BIND | rec, None)?;
             let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
@@ -362,7 +383,7 @@ pub fn mount_one(sys: &dyn Syscall, m: &Mount, index: usize, o: &RootfsOptions) 
             }
             finish_mount(sys, &dst, &opts)
         } else {
-            let dst = resolve_in_root(o.rootfs, m.destination(), Create::Dir)?;
+            let dst = resolve_in_root(root, m.destination(), Create::Dir)?;
             let source = m
                 .source()
                 .clone()
@@ -423,8 +444,9 @@ fn mount_cgroup(
     m: &Mount,
     opts: &MountOptions,
     o: &RootfsOptions,
+    root: &RootDir,
 ) -> Result<()> {
-    let dst = resolve_in_root(o.rootfs, m.destination(), Create::Dir)?;
+    let dst = resolve_in_root(root, m.destination(), Create::Dir)?;
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
     let base = opts.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
     let pure_v2 = o.cgroup_mounts.len() == 1 && o.cgroup_mounts[0].name.is_empty();
@@ -512,7 +534,12 @@ pub fn default_devices() -> Vec<LinuxDevice> {
 }
 
 /// Creates one device node in the rootfs (or, in a user namespace, binds the host's node).
-pub fn create_device(sys: &dyn Syscall, d: &LinuxDevice, o: &RootfsOptions) -> Result<()> {
+pub fn create_device(
+    sys: &dyn Syscall,
+    d: &LinuxDevice,
+    o: &RootfsOptions,
+    root: &RootDir,
+) -> Result<()> {
     let kind = match d.typ() {
         LinuxDeviceType::C | LinuxDeviceType::U => SFlag::S_IFCHR,
         LinuxDeviceType::B => SFlag::S_IFBLK,
@@ -525,7 +552,7 @@ pub fn create_device(sys: &dyn Syscall, d: &LinuxDevice, o: &RootfsOptions) -> R
         }
     };
     let parent = d.path().parent().unwrap_or(Path::new("/"));
-    let dir = resolve_in_root(o.rootfs, parent, Create::Dir)?;
+    let dir = resolve_in_root(root, parent, Create::Dir)?;
     let name = d
         .path()
         .file_name()
@@ -627,14 +654,16 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, o: &RootfsOptions) -> Result<()> 
             sys.mount(None, &mp, None, MsFlags::MS_PRIVATE, None)?;
         }
     }
+    // Opened after the bind above: resolving through it sees every mount made on the rootfs.
+    let root = RootDir::open(o.rootfs)?;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        mount_one(sys, m, i, o)?;
+        mount_one(sys, m, i, o, &root)?;
     }
     let old_umask = nix::sys::stat::umask(Mode::empty());
     let devices = (|| {
         if spec_mounts_dev(spec) {
             for d in default_devices() {
-                create_device(sys, &d, o)?;
+                create_device(sys, &d, o, &root)?;
             }
             for (link, target) in [
                 ("/dev/fd", "/proc/self/fd"),
@@ -643,7 +672,7 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, o: &RootfsOptions) -> Result<()> 
                 ("/dev/stderr", "/proc/self/fd/2"),
                 ("/dev/ptmx", "pts/ptmx"),
             ] {
-                let dir = resolve_in_root(o.rootfs, Path::new("/dev"), Create::Dir)?;
+                let dir = resolve_in_root(&root, Path::new("/dev"), Create::Dir)?;
                 let l = dir.join(Path::new(link).file_name().unwrap_or_default());
                 if fs::symlink_metadata(&l).is_err() {
                     sys.symlink(Path::new(target), &l)?;
@@ -655,7 +684,7 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, o: &RootfsOptions) -> Result<()> 
             .into_iter()
             .flatten()
         {
-            create_device(sys, d, o)?;
+            create_device(sys, d, o, &root)?;
         }
         Ok(())
     })();
@@ -829,15 +858,16 @@ mod tests {
         std::os::unix::fs::symlink("/missing-dir", root.path().join("dangling")).unwrap();
         std::fs::create_dir(root.path().join("etc")).unwrap();
         let canon = root.path().canonicalize().unwrap();
-        let p = resolve_in_root(root.path(), Path::new("/escape/proc"), Create::Dir).unwrap();
+        let rd = RootDir::open(root.path()).unwrap();
+        let p = resolve_in_root(&rd, Path::new("/escape/proc"), Create::Dir).unwrap();
         assert_eq!(p, canon.join("proc"));
-        let p = resolve_in_root(root.path(), Path::new("/up/x"), Create::Dir).unwrap();
+        let p = resolve_in_root(&rd, Path::new("/up/x"), Create::Dir).unwrap();
         assert_eq!(p, canon.join("etc/x"));
-        let p = resolve_in_root(root.path(), Path::new("/a/b/file"), Create::File).unwrap();
+        let p = resolve_in_root(&rd, Path::new("/a/b/file"), Create::File).unwrap();
         assert!(p.is_file() && p.starts_with(&canon));
-        assert!(resolve_in_root(root.path(), Path::new("/missing"), Create::Nothing).is_err());
+        assert!(resolve_in_root(&rd, Path::new("/missing"), Create::Nothing).is_err());
         // Through a dangling symlink: an error, never a directory outside.
-        assert!(resolve_in_root(root.path(), Path::new("/dangling/x"), Create::Dir).is_err());
+        assert!(resolve_in_root(&rd, Path::new("/dangling/x"), Create::Dir).is_err());
         assert!(!Path::new("/missing-dir").exists());
     }
 

@@ -150,7 +150,7 @@ impl Runtime {
             created: now_rfc3339(),
             cgroup_path: cgroup_path.clone(),
             annotations: spec.annotations().clone().unwrap_or_default(),
-            started: false,
+            freeze_file: cgroup.freeze_state_file(),
             hooks: spec.hooks().clone(),
         };
         let result = (|| -> Result<(), Error> {

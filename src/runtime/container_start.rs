@@ -12,7 +12,7 @@ impl Runtime {
     pub fn start(&self, id: &str) -> Result<(), Error> {
         let dir = ContainerDir::open(self, id)?;
         let _lock = dir.lock()?;
-        let mut rec = dir.load()?;
+        let rec = dir.load()?;
         let status = dir.status(&rec);
         if status != Status::Created {
             return Err(Error::WrongStatus(format!(
@@ -20,10 +20,19 @@ impl Runtime {
             )));
         }
         // Connect with a relative name: sun_path is limited to 108 bytes.
-        let stream = connect_relative(&dir.path, native_runner::process::START_SOCKET)
-            .map_err(|e| Error::io(format!("connect to the init of {id:?}"), e))?;
-        rec.started = true;
-        dir.save(&rec)?;
+        let stream = match connect_relative(&dir.path, native_runner::process::START_SOCKET) {
+            Ok(s) => s,
+            // Nobody listens: an earlier `start` got through and died before removing the
+            // socket. The program runs already.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let _ = std::fs::remove_file(dir.start_socket());
+                return Err(Error::WrongStatus(format!(
+                    "cannot start container {id:?}: it was started already"
+                )));
+            }
+            Err(e) => return Err(Error::io(format!("connect to the init of {id:?}"), e)),
+        };
+        // Without the socket the container counts as running (no state rewrite needed).
         let _ = std::fs::remove_file(dir.start_socket());
         // The init closes the connection when execve succeeds (close-on-exec) or writes the
         // reason it failed.

@@ -66,9 +66,10 @@ pub struct ContainerRecord {
     /// The spec's annotations.
     #[serde(default)]
     pub annotations: HashMap<String, String>,
-    /// Whether the container's init was told to start.
-    #[serde(default)]
-    pub started: bool,
+    /// The file that tells whether the cgroup is frozen (recorded so that `state` need not
+    /// look the cgroup layout up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_file: Option<PathBuf>,
     /// The spec's hooks (`poststart` and `poststop` run after `create` returned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<oci_spec::runtime::Hooks>,
@@ -264,7 +265,7 @@ impl ContainerDir {
             Some((st, false)) if st == rec.pid_start_time => {}
             _ => return Status::Stopped,
         }
-        if self.start_socket().exists() && !rec.started {
+        if self.start_socket().exists() {
             return Status::Created;
         }
         if is_frozen(rec) {
@@ -312,7 +313,10 @@ impl ContainerDir {
 }
 
 fn is_frozen(rec: &ContainerRecord) -> bool {
-    rec.cgroup().is_ok_and(|cg| cg.is_frozen())
+    match &rec.freeze_file {
+        Some(f) => native_runner::cgroups::is_frozen_file(f),
+        None => rec.cgroup().is_ok_and(|cg| cg.is_frozen()),
+    }
 }
 
 /// Now as RFC 3339 UTC with nanoseconds.
