@@ -8,3 +8,4 @@ pub mod dispatch;
 pub mod logging;
 pub mod runtime;
 pub mod spec;
+pub mod wasm;

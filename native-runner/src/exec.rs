@@ -242,5 +242,5 @@ fn run_process(
             s.load()?;
         }
     }
-    w.run(ctx).map(drop)
+    w.run(ctx, &mut || {}).map(drop)
 }

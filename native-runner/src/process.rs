@@ -62,14 +62,21 @@ pub struct ExecContext {
 
 /// What runs in the container once it is set up: the executor seam.
 ///
-/// `prepare` runs in the init process after every isolation step, before it reports ready and
-/// waits for `start` (compile here); `run` runs after `start`.
+/// In the init process, in this order: `load` once the rootfs is the container's `/` (still
+/// privileged, before capabilities, seccomp and the user switch: compile here, with the
+/// runtime's cache); `prepare` after every isolation step, before the init reports ready and
+/// waits for `start`; `run` after `start`. An error from `load` or `prepare` fails `create`.
 pub trait Workload {
+    /// Loads the workload while the init still has the runtime's privileges.
+    fn load(&mut self, _ctx: &ExecContext) -> Result<()> {
+        Ok(())
+    }
     /// Checks and prepares the workload; an error fails `create`.
     fn prepare(&mut self, ctx: &mut ExecContext) -> Result<()>;
     /// Runs it. A native workload replaces the process (`execve`) and returns only on error;
-    /// others return the exit status.
-    fn run(&mut self, ctx: &ExecContext) -> Result<i32>;
+    /// others call `started` once the program is about to run (so `start` returns; an error
+    /// before that is reported by `start`) and return its exit status.
+    fn run(&mut self, ctx: &ExecContext, started: &mut dyn FnMut()) -> Result<i32>;
 }
 
 /// A Linux program: `process.args[0]` looked up in the container's `PATH` and `execve`d.
@@ -87,7 +94,8 @@ impl Workload for NativeWorkload {
         Ok(())
     }
 
-    fn run(&mut self, ctx: &ExecContext) -> Result<i32> {
+    fn run(&mut self, ctx: &ExecContext, _started: &mut dyn FnMut()) -> Result<i32> {
+        // execve itself tells `start`: the start connection is close-on-exec.
         let prog = ctx.program.as_ref().expect("prepare sets program");
         let p = CString::new(prog.as_os_str().as_bytes()).unwrap_or_default();
         let e = nix::unistd::execve(&p, &ctx.args, &ctx.env).unwrap_err();
@@ -520,6 +528,7 @@ impl Setup<'_, '_> {
         if self.plan.creates(LinuxNamespaceType::Uts) {
             rootfs::set_names(&sys, spec)?;
         }
+        self.cfg.workload.load(ctx)?;
         let nnp = process.no_new_privileges().unwrap_or(false);
         if nnp {
             // SAFETY: prctl with constant arguments.
@@ -562,10 +571,16 @@ impl Setup<'_, '_> {
                 s.load()?;
             }
         }
-        match self.cfg.workload.run(ctx) {
-            Ok(code) => Ok(code),
-            Err(e) => {
+        let mut conn = Some(conn);
+        let r = self.cfg.workload.run(ctx, &mut || drop(conn.take()));
+        match (r, conn) {
+            (Ok(code), _) => Ok(code),
+            (Err(e), Some(mut conn)) => {
                 let _ = conn.write_all(e.to_string().as_bytes());
+                Ok(127)
+            }
+            (Err(e), None) => {
+                eprintln!("pouch: {e}");
                 Ok(127)
             }
         }

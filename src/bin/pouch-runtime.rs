@@ -27,9 +27,12 @@ struct Cli {
     /// Log format: text (logfmt) or json (one object a line, as containerd expects).
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     log_format: Format,
-    /// Log debug messages too.
+    /// Log debug messages too (which dispatch rule chose the executor, cache hits, ...).
     #[arg(long, global = true)]
     debug: bool,
+    /// Directory of the compiled-wasm cache (shared by every front).
+    #[arg(long, global = true, env = "POUCH_WASM_CACHE", default_value = pouch::wasm::cache::DEFAULT_CACHE_DIR)]
+    wasm_cache: PathBuf,
     /// Manage cgroups through systemd (not supported: pouch-runtime manages cgroupfs directly).
     #[arg(long, global = true)]
     systemd_cgroup: bool,
@@ -123,6 +126,12 @@ enum Cmd {
     },
     /// Print the features this runtime implements (runtime-spec features JSON).
     Features,
+    /// Show the compiled-wasm cache: location, entries and size.
+    WasmCache {
+        /// Print JSON ({"path", "entries", "bytes"}).
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a process in a running container (joins its namespaces and cgroup).
     Exec {
         /// Container id.
@@ -316,7 +325,7 @@ fn run(cli: Cli) -> Result<u8> {
              (podman: cgroup_manager = \"cgroupfs\"; containerd: SystemdCgroup = false)"
         );
     }
-    let rt = Runtime::new(&cli.root);
+    let rt = Runtime::new(&cli.root).with_wasm_cache(&cli.wasm_cache);
     let mut out = std::io::stdout().lock();
     match cli.cmd {
         Cmd::Spec { bundle } => {
@@ -535,6 +544,23 @@ fn run(cli: Cli) -> Result<u8> {
                 if !rt.is_live(&id) {
                     break;
                 }
+            }
+        }
+        Cmd::WasmCache { json } => {
+            let (n, bytes) = pouch::wasm::cache::cache_size(rt.wasm_cache())
+                .with_context(|| format!("read {}", rt.wasm_cache().display()))?;
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"path": rt.wasm_cache(), "entries": n, "bytes": bytes})
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{}: {n} entries, {bytes} bytes",
+                    rt.wasm_cache().display()
+                )?;
             }
         }
         Cmd::Features => {

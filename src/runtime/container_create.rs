@@ -6,14 +6,17 @@ use std::path::{Path, PathBuf};
 
 use native_runner::cgroups::{Cgroup, Layout};
 use native_runner::hooks::run_hooks;
-use native_runner::process::{spawn_init, InitConfig, InitEvents, NativeWorkload};
+use native_runner::process::{spawn_init, InitConfig, InitEvents, NativeWorkload, Workload};
 use native_runner::rootfs::CgroupMount;
 use nix::unistd::Pid;
 
 use super::process_handle::{boot_id, stat_of};
 use super::state::{now_rfc3339, ContainerDir, ContainerRecord, ContainerState, Status};
 use super::{Error, Runtime};
+use crate::dispatch::Executor;
 use crate::spec::{load_bundle_spec, rootfs_path};
+use crate::wasm::cache::CompileCache;
+use crate::wasm::WasmWorkload;
 
 /// The options of `create` (and of `run`).
 #[derive(Debug, Clone, Default)]
@@ -163,7 +166,38 @@ impl Runtime {
                 }
                 cgroup.apply(&res)?;
             }
-            let mut workload = NativeWorkload;
+            let decision = crate::dispatch::decide(&spec, &rootfs, None)
+                .map_err(|e| Error::Spec(e.to_string()))?;
+            tracing::debug!(id, rule = ?decision.rule, "dispatch: {:?}: {}", decision.executor, decision.why);
+            let mut native = NativeWorkload;
+            let mut wasm;
+            let workload: &mut dyn Workload = match decision.executor {
+                Executor::Native => &mut native,
+                Executor::Wasm { kind, path } => {
+                    let cache = match CompileCache::open(self.wasm_cache()) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::warn!(
+                                "wasm cache {}: {e}; compiling without it",
+                                self.wasm_cache().display()
+                            );
+                            None
+                        }
+                    };
+                    let readonly = spec
+                        .root()
+                        .as_ref()
+                        .and_then(|r| r.readonly())
+                        .unwrap_or(false);
+                    let mem = linux
+                        .resources()
+                        .as_ref()
+                        .and_then(|r| r.memory().as_ref())
+                        .and_then(|m| m.limit());
+                    wasm = WasmWorkload::new(kind, path, readonly, mem, cache);
+                    &mut wasm
+                }
+            };
             let cfg = InitConfig {
                 spec: &spec,
                 bundle: &bundle,
@@ -173,7 +207,7 @@ impl Runtime {
                 cgroup_mounts: cgroup_mounts(&layout, &cgroup_path),
                 no_pivot: opts.no_pivot,
                 preserve_fds: opts.preserve_fds as i32,
-                workload: &mut workload,
+                workload,
                 console_socket: console,
             };
             let mut events = CreateEvents {

@@ -42,12 +42,28 @@ pub const DEFAULT_ROOT: &str = "/run/pouch-runtime";
 #[derive(Debug, Clone)]
 pub struct Runtime {
     root: PathBuf,
+    wasm_cache: PathBuf,
 }
 
 impl Runtime {
-    /// A runtime over `root` (created on first use, mode 0700).
+    /// A runtime over `root` (created on first use, mode 0700), with the default wasm
+    /// compile cache.
     pub fn new(root: impl Into<PathBuf>) -> Runtime {
-        Runtime { root: root.into() }
+        Runtime {
+            root: root.into(),
+            wasm_cache: PathBuf::from(crate::wasm::cache::DEFAULT_CACHE_DIR),
+        }
+    }
+
+    /// Uses `dir` for the compiled wasm cache.
+    pub fn with_wasm_cache(mut self, dir: impl Into<PathBuf>) -> Runtime {
+        self.wasm_cache = dir.into();
+        self
+    }
+
+    /// The wasm compile cache directory.
+    pub fn wasm_cache(&self) -> &Path {
+        &self.wasm_cache
     }
 
     /// The state root.
