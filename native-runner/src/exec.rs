@@ -9,7 +9,7 @@
 //! ```
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::fcntl::{open, OFlag};
 use nix::sched::setns;
@@ -24,8 +24,8 @@ use crate::console::{setup_terminal, WinSize};
 use crate::error::{Error, Result, SysContext};
 use crate::namespaces::{clone_flag, spec_name};
 use crate::process::{
-    ensure_single_threaded, mark_cloexec_from, reset_signals, set_rlimits, switch_user,
-    ExecContext, NativeWorkload, Workload,
+    close_inherited_fds, ensure_single_threaded, enter_cwd, mark_cloexec_from, reset_signals,
+    set_rlimits, switch_user, ExecContext, NativeWorkload, Workload,
 };
 use crate::seccomp::SeccompProgram;
 use crate::sync::{Channel, Msg};
@@ -183,7 +183,7 @@ fn joiner(
     // SAFETY: single-threaded.
     match unsafe { fork() }.ctx(|| "fork the exec process".into())? {
         ForkResult::Child => {
-            let r = run_process(cfg, seccomp, caps, ctx);
+            let r = run_process(cfg, seccomp, caps, ctx, chan.as_raw_fd());
             let msg = match r {
                 Ok(()) => "exec returned".to_string(),
                 Err(e) => e.to_string(),
@@ -201,8 +201,12 @@ fn run_process(
     seccomp: Option<&SeccompProgram>,
     caps: Option<&CapabilitySets>,
     ctx: &mut ExecContext,
+    chan_fd: i32,
 ) -> Result<()> {
     let process = cfg.process;
+    let mut keep = vec![chan_fd];
+    keep.extend(cfg.console_socket.as_ref().map(|c| c.as_raw_fd()));
+    close_inherited_fds(3 + cfg.preserve_fds.max(0), &keep)?;
     if process.terminal().unwrap_or(false) {
         let sock = cfg.console_socket.as_ref().ok_or_else(|| {
             Error::invalid(
@@ -226,13 +230,7 @@ fn run_process(
         s.load()?;
     }
     switch_user(process, caps)?;
-    let cwd = process.cwd();
-    let cwd = if cwd.as_os_str().is_empty() {
-        std::path::Path::new("/")
-    } else {
-        cwd.as_path()
-    };
-    nix::unistd::chdir(cwd).ctx(|| format!("process.cwd: chdir {}", cwd.display()))?;
+    enter_cwd(process.cwd())?;
     let mut w = NativeWorkload;
     w.prepare(ctx)?;
     reset_signals();

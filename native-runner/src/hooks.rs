@@ -28,12 +28,14 @@ fn memfile(name: &str) -> Result<std::fs::File> {
 }
 
 fn tail(mut f: std::fs::File) -> String {
-    let mut s = String::new();
+    let mut b = Vec::new();
     let _ = f.rewind();
-    let _ = f.read_to_string(&mut s);
+    let _ = f.read_to_end(&mut b);
+    let cut = b.len().saturating_sub(512);
+    let s = String::from_utf8_lossy(&b[cut..]);
     let s = s.trim();
-    if s.len() > 512 {
-        format!("…{}", &s[s.len() - 512..])
+    if cut > 0 {
+        format!("…{s}")
     } else {
         s.to_string()
     }

@@ -1,6 +1,6 @@
 //! Which namespaces a container creates and which it joins, from `linux.namespaces`.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use nix::fcntl::{open, OFlag};
@@ -124,6 +124,24 @@ impl NamespacePlan {
     /// Whether the container gets (new or joined) a namespace of this type.
     pub fn has(&self, t: LinuxNamespaceType) -> bool {
         self.creates(t) || self.joined.iter().any(|j| j.typ == t)
+    }
+
+    /// Whether the container's namespace of this type is not the runtime's own: created, or
+    /// joined by a path that is not the namespace the runtime itself is in.
+    pub fn is_private(&self, t: LinuxNamespaceType) -> bool {
+        if self.creates(t) {
+            return true;
+        }
+        let file = match t {
+            LinuxNamespaceType::Mount => "mnt",
+            LinuxNamespaceType::Network => "net",
+            other => spec_name(other),
+        };
+        let ours = std::fs::read_link(format!("/proc/self/ns/{file}")).ok();
+        self.joined
+            .iter()
+            .filter(|j| j.typ == t)
+            .any(|j| std::fs::read_link(format!("/proc/self/fd/{}", j.fd.as_raw_fd())).ok() != ours)
     }
 
     /// Whether the container gets a new namespace of this type.

@@ -71,6 +71,10 @@ pub trait Workload {
     fn load(&mut self, _ctx: &ExecContext) -> Result<()> {
         Ok(())
     }
+    /// Descriptors of the workload's own that the init must keep open until `load`.
+    fn keep_fds(&self) -> Vec<i32> {
+        Vec::new()
+    }
     /// Checks and prepares the workload; an error fails `create`.
     fn prepare(&mut self, ctx: &mut ExecContext) -> Result<()>;
     /// Runs it. A native workload replaces the process (`execve`) and returns only on error;
@@ -410,9 +414,9 @@ pub fn validate_sysctl(linux: &oci_spec::runtime::Linux, plan: &NamespacePlan) -
                 "linux.sysctl: {key:?} is not namespaced, so setting it would change the host; remove it"
             )));
         };
-        if !plan.has(ns) {
+        if !plan.is_private(ns) {
             return Err(Error::invalid(format!(
-                "linux.sysctl: {key:?} needs the container to have its own {name} namespace; add it to linux.namespaces"
+                "linux.sysctl: {key:?} needs the container to have its own {name} namespace (not the host's); add it to linux.namespaces"
             )));
         }
     }
@@ -476,6 +480,10 @@ impl Setup<'_, '_> {
         let spec = self.cfg.spec;
         let process = spec.process().as_ref().expect("checked");
         let sys = LinuxSyscall;
+        let mut keep = vec![self.chan.as_raw_fd(), self.listener.as_raw_fd()];
+        keep.extend(self.cfg.console_socket.as_ref().map(|c| c.as_raw_fd()));
+        keep.extend(self.cfg.workload.keep_fds());
+        close_inherited_fds(3 + self.cfg.preserve_fds.max(0), &keep)?;
         nix::unistd::setsid().ctx(|| "setsid".into())?;
         if let Some(adj) = process.oom_score_adj() {
             std::fs::write("/proc/self/oom_score_adj", adj.to_string())
@@ -539,11 +547,7 @@ impl Setup<'_, '_> {
             s.load()?;
         }
         switch_user(process, self.caps)?;
-        let cwd = process.cwd();
-        if !cwd.as_os_str().is_empty() {
-            nix::unistd::chdir(cwd.as_path())
-                .ctx(|| format!("process.cwd: chdir {}", cwd.display()))?;
-        }
+        enter_cwd(process.cwd())?;
         self.cfg.workload.prepare(ctx)?;
         reset_signals();
         if self.cfg.preserve_fds >= 0 {
@@ -740,6 +744,43 @@ pub(crate) fn reset_signals() {
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
+/// Closes every descriptor from `first` on except `keep`: what the caller of the runtime left
+/// open must not reach the container (a descriptor of a host directory is a way out, e.g. as
+/// the working directory through `/proc/self/fd/N`). Done before `chdir` and before seccomp.
+pub(crate) fn close_inherited_fds(first: i32, keep: &[i32]) -> Result<()> {
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .ctx(|| "list /proc/self/fd to close inherited descriptors".into())?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect();
+    for fd in fds {
+        if fd >= first && !keep.contains(&fd) {
+            // SAFETY: closing a descriptor we do not use (the directory listing's own
+            // descriptor is closed already, a failed close is harmless).
+            unsafe { libc::close(fd) };
+        }
+    }
+    Ok(())
+}
+
+/// Changes to the process's working directory and checks that it lies inside the
+/// container's root (a path through `/proc/self/fd` could lead outside).
+pub(crate) fn enter_cwd(cwd: &Path) -> Result<()> {
+    let cwd = if cwd.as_os_str().is_empty() {
+        Path::new("/")
+    } else {
+        cwd
+    };
+    nix::unistd::chdir(cwd).ctx(|| format!("process.cwd: chdir {}", cwd.display()))?;
+    match nix::unistd::getcwd() {
+        Ok(p) if p.is_absolute() => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "process.cwd: {} is outside the container's root",
+            cwd.display()
+        ))),
+    }
+}
+
 pub(crate) fn mark_cloexec_from(first: i32) {
     // SAFETY: close_range with the CLOEXEC flag only changes descriptor flags.
     unsafe {
@@ -795,5 +836,13 @@ mod tests {
         let plan = NamespacePlan::from_spec(&linux).unwrap();
         let e = validate_sysctl(&linux, &plan).unwrap_err().to_string();
         assert!(e.contains("ipc namespace"), "{e}");
+        // Joining the runtime's own network namespace is the host's: refused.
+        let linux: oci_spec::runtime::Linux = serde_json::from_str(
+            r#"{"namespaces":[{"type":"mount"},{"type":"network","path":"/proc/self/ns/net"}],"sysctl":{"net.ipv4.ip_forward":"1"}}"#,
+        )
+        .unwrap();
+        let plan = NamespacePlan::from_spec(&linux).unwrap();
+        let e = validate_sysctl(&linux, &plan).unwrap_err().to_string();
+        assert!(e.contains("not the host's"), "{e}");
     }
 }

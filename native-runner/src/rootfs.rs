@@ -231,27 +231,33 @@ pub fn resolve_in_root(root: &RootDir, path: &Path, create: Create) -> Result<Pa
         }
         let name = c.as_os_str();
         let last = i + 1 == comps.len();
-        // The parent is an O_PATH descriptor; creating through /proc/self/fd keeps the
-        // creation inside the directory we resolved.
-        let parent_path = fd_path(&parent)?;
-        let target = parent_path.join(name);
-        if last && create == Create::File {
-            fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&target)
-                .ctx(|| format!("create mount point {}", path.display()))?;
+        // Created relative to the resolved parent's descriptor, never following a symlink:
+        // a dangling symlink in the image stays an error instead of pointing at the host.
+        let made = if last && create == Create::File {
+            nix::fcntl::openat(
+                parent.as_fd(),
+                name,
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            )
+            .map(drop)
         } else {
-            match fs::create_dir(&target) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("create mount point {}", path.display()),
-                        e,
-                    ))
-                }
+            nix::sys::stat::mkdirat(parent.as_fd(), name, Mode::from_bits_truncate(0o755))
+        };
+        match made {
+            Ok(()) => {}
+            // Something is there that the resolution above could not follow (a dangling
+            // symlink): resolve it once more, which fails with a clear error.
+            Err(Errno::EEXIST) => {}
+            Err(e) => {
+                return Err(Error::sys(
+                    format!("create mount point {}", path.display()),
+                    e,
+                ))
             }
         }
     }
@@ -559,10 +565,8 @@ pub fn create_device(
         .ok_or_else(|| Error::invalid(format!("linux.devices: bad path {}", d.path().display())))?;
     let host = dir.join(name);
     if o.user_ns {
-        if !host.exists() {
-            fs::File::create(&host).ctx(|| format!("create {}", host.display()))?;
-        }
-        return sys.mount(Some(d.path()), &host, None, MsFlags::MS_BIND, None);
+        let target = resolve_in_root(root, d.path(), Create::File)?;
+        return sys.mount(Some(d.path()), &target, None, MsFlags::MS_BIND, None);
     }
     if fs::symlink_metadata(&host).is_ok() {
         fs::remove_file(&host).ctx(|| format!("replace {}", host.display()))?;
@@ -578,11 +582,21 @@ pub fn create_device(
 
 /// The device cgroup rules a container gets: the spec's `linux.resources.devices`, then what
 /// the runtime itself creates must stay usable (mknod of any node, the default devices, the
-/// pty devices and every `linux.devices` entry), as other runtimes do. `None` if the spec sets
-/// no device rules (the cgroup keeps what it inherits).
-pub fn device_cgroup_rules(spec: &Spec) -> Option<Vec<LinuxDeviceCgroup>> {
-    let linux = spec.linux().as_ref()?;
-    let mut rules = linux.resources().as_ref()?.devices().clone()?;
+/// pty devices and every `linux.devices` entry), as other runtimes do. Without rules in the
+/// spec, the list starts with "deny all": a container never inherits "allow all".
+pub fn device_cgroup_rules(spec: &Spec) -> Vec<LinuxDeviceCgroup> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let mut rules = linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().clone())
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| {
+            let mut deny = LinuxDeviceCgroup::default();
+            deny.set_allow(false);
+            deny.set_access(Some("rwm".to_string()));
+            vec![deny]
+        });
     let rule = |t: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str| {
         let mut r = LinuxDeviceCgroup::default();
         r.set_allow(true);
@@ -612,13 +626,15 @@ pub fn device_cgroup_rules(spec: &Spec) -> Option<Vec<LinuxDeviceCgroup>> {
         };
         rules.push(rule(t, Some(d.major()), Some(d.minor()), "rwm"));
     }
-    Some(rules)
+    rules
 }
 
-/// Whether the spec mounts a fresh filesystem on `/dev` (then the runtime populates it).
+/// Whether the spec mounts a fresh tmpfs on `/dev` (then the runtime populates it; a bind
+/// mount of some directory on `/dev` is left as it is).
 pub fn spec_mounts_dev(spec: &Spec) -> bool {
     spec.mounts().iter().flatten().any(|m| {
         m.destination() == Path::new("/dev")
+            && m.typ().as_deref() == Some("tmpfs")
             && !m
                 .options()
                 .iter()
@@ -640,6 +656,14 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, o: &RootfsOptions) -> Result<()> 
         })?,
     };
     sys.mount(None, Path::new("/"), None, prop, None)?;
+    if prop.contains(MsFlags::MS_SHARED) {
+        // Before the rootfs is bound: nothing mounted on it may propagate to the caller's
+        // namespace, and pivot_root refuses a new root whose parent mount is shared.
+        if let Some(parent) = o.rootfs.parent() {
+            let mp = mount_point_of(parent)?;
+            sys.mount(None, &mp, None, MsFlags::MS_PRIVATE, None)?;
+        }
+    }
     sys.mount(
         Some(o.rootfs),
         o.rootfs,
@@ -647,13 +671,6 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, o: &RootfsOptions) -> Result<()> 
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None,
     )?;
-    if prop.contains(MsFlags::MS_SHARED) {
-        // pivot_root refuses a new root whose parent mount is shared.
-        if let Some(parent) = o.rootfs.parent() {
-            let mp = mount_point_of(parent)?;
-            sys.mount(None, &mp, None, MsFlags::MS_PRIVATE, None)?;
-        }
-    }
     // Opened after the bind above: resolving through it sees every mount made on the rootfs.
     let root = RootDir::open(o.rootfs)?;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {

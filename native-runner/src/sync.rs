@@ -93,9 +93,22 @@ impl Channel {
         Ok(())
     }
 
-    /// Receives one message; `None` when the other side closed its end (it exited).
+    /// Receives one message, whatever its size; `None` when the other side closed its end.
     pub fn recv(&self) -> Result<Option<Msg>> {
-        let mut buf = vec![0u8; 8192];
+        // The size of the next packet first, so that a large one (a state JSON with big
+        // annotations) is never cut.
+        let size = loop {
+            match nix::sys::socket::recv(
+                self.0.as_raw_fd(),
+                &mut [],
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_TRUNC,
+            ) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Error::sys("receive on the create handshake", e)),
+            }
+        };
+        let mut buf = vec![0u8; size.max(1)];
         loop {
             match nix::sys::socket::recv(self.0.as_raw_fd(), &mut buf, MsgFlags::empty()) {
                 Ok(0) => return Ok(None),
@@ -108,6 +121,11 @@ impl Channel {
                 Err(e) => return Err(Error::sys("receive on the create handshake", e)),
             }
         }
+    }
+
+    /// The descriptor (to keep it open while closing inherited ones).
+    pub fn as_raw_fd(&self) -> i32 {
+        self.0.as_raw_fd()
     }
 
     /// Receives one message and fails unless it is `want`; an `Error` message becomes the error.
@@ -141,6 +159,7 @@ mod tests {
             Msg::Error("mount /proc: EPERM".into()),
             Msg::RunHooks,
             Msg::HookState("{\"id\":\"x\"}".into()),
+            Msg::HookState("x".repeat(100_000)),
         ] {
             a.send(&m).unwrap();
             assert_eq!(b.recv().unwrap(), Some(m));

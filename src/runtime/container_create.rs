@@ -159,13 +159,10 @@ impl Runtime {
         let result = (|| -> Result<(), Error> {
             dir.save(&rec)?;
             cgroup.create()?;
-            if let Some(res) = linux.resources() {
-                let mut res = res.clone();
-                if let Some(rules) = native_runner::rootfs::device_cgroup_rules(&spec) {
-                    res.set_devices(Some(rules));
-                }
-                cgroup.apply(&res)?;
-            }
+            // Always applied: the device rules at least (deny all but the defaults).
+            let mut res = linux.resources().clone().unwrap_or_default();
+            res.set_devices(Some(native_runner::rootfs::device_cgroup_rules(&spec)));
+            cgroup.apply(&res)?;
             let decision = crate::dispatch::decide(&spec, &rootfs, None)
                 .map_err(|e| Error::Spec(e.to_string()))?;
             tracing::debug!(id, rule = ?decision.rule, "dispatch: {:?}: {}", decision.executor, decision.why);

@@ -53,6 +53,12 @@ impl CompileCache {
         Ok(CompileCache { dir })
     }
 
+    /// The directory's descriptor (kept open by the init until the workload is loaded).
+    pub fn as_raw_fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.dir.as_raw_fd()
+    }
+
     /// The entry for `key`, verified; `None` if absent, foreign or damaged.
     pub fn get(&self, key: &str) -> Option<Vec<u8>> {
         let fd = openat(

@@ -153,6 +153,10 @@ impl Workload for WasmWorkload {
         Ok(())
     }
 
+    fn keep_fds(&self) -> Vec<i32> {
+        self.cache.iter().map(CompileCache::as_raw_fd).collect()
+    }
+
     fn prepare(&mut self, _ctx: &mut ExecContext) -> native_runner::Result<()> {
         Ok(())
     }
