@@ -463,3 +463,174 @@ fn every_help_is_complete() {
         assert!(h.contains(word), "--help lacks {word}");
     }
 }
+
+/// The pids listed in a cgroup's own `cgroup.procs`.
+fn procs_of(dir: &std::path::Path) -> Vec<i64> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn kill_all_reaches_what_outlives_a_stopped_init() {
+    // Without a pid namespace the init's children outlive it; containerd's runc shim then
+    // sends `kill --all <id> 9`, which runc allows as long as the cgroup exists.
+    let mut b = Bundle::new(&["sh", "-c", "sleep 1000 & exit 0"]);
+    b.without_pid_namespace();
+    b.create();
+    stdout_ok(b.rt(&["start", &b.id]));
+    assert_eq!(wait_status(&b, "stopped")["status"], "stopped");
+    let cg = b.pids_cgroup_dir();
+    let t = Instant::now();
+    while procs_of(&cg).is_empty() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = procs_of(&cg);
+    assert_eq!(left.len(), 1, "the orphaned sleep: {left:?}");
+    // Without --all, the init of a stopped container is not signalled.
+    let o = b.rt(&["kill", &b.id, "9"]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not running"),
+        "{o:?}"
+    );
+    stdout_ok(b.rt(&["kill", "--all", &b.id, "9"]));
+    assert!(process_gone(left[0]), "{} survived kill --all", left[0]);
+    // An empty cgroup is no error either.
+    stdout_ok(b.rt(&["kill", "--all", &b.id, "KILL"]));
+    stdout_ok(b.rt(&["delete", &b.id]));
+    let o = b.rt(&["kill", "--all", &b.id, "9"]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("does not exist"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn realtime_signals_by_number_and_name() {
+    // An init with handlers for four realtime signals (ash's trap takes their numbers).
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "for s in 34 35 37 63; do trap \"echo $s >> /tmp/got\" $s; done; : > /tmp/ready; \
+         while true; do sleep 0.02; done",
+    ]);
+    b.write();
+    stdout_ok(b.rt(&[
+        "run",
+        "-d",
+        "--bundle",
+        b.dir.path().to_str().unwrap(),
+        &b.id,
+    ]));
+    let pid = b.state()["pid"].as_i64().unwrap();
+    let file = |name: &str| format!("/proc/{pid}/root/tmp/{name}");
+    let t = Instant::now();
+    while !std::path::Path::new(&file("ready")).exists() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut want = String::new();
+    // What `podman stop` sends to a systemd container (SIGRTMIN+3), in every spelling.
+    for (sig, n) in [
+        ("34", 34),
+        ("RTMIN+1", 35),
+        ("SIGRTMIN+3", 37),
+        ("rtmax-1", 63),
+    ] {
+        stdout_ok(b.rt(&["kill", &b.id, sig]));
+        want.push_str(&format!("{n}\n"));
+        let t = Instant::now();
+        while std::fs::read_to_string(file("got")).unwrap_or_default() != want
+            && t.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            std::fs::read_to_string(file("got")).unwrap_or_default(),
+            want,
+            "after kill {sig}"
+        );
+    }
+    for bad in ["65", "RTMIN+31", "RTMAX+1", "0"] {
+        let o = b.rt(&["kill", &b.id, bad]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && e.contains("unknown signal"),
+            "{bad}: {e}"
+        );
+    }
+    stdout_ok(b.rt(&["kill", &b.id, "KILL"]));
+    assert_eq!(wait_status(&b, "stopped")["status"], "stopped");
+    stdout_ok(b.rt(&["delete", &b.id]));
+
+    // A foreground run forwards a realtime signal, and reports death by it as 128 + 37.
+    let mut b = Bundle::new(&["sh", "-c", "echo ready; exec sleep 1000"]);
+    b.without_pid_namespace();
+    b.write();
+    let mut child = b
+        .cmd()
+        .args(["run", "--bundle", b.dir.path().to_str().unwrap(), &b.id])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 6];
+    std::io::Read::read_exact(&mut out, &mut buf).unwrap();
+    assert_eq!(&buf, b"ready\n");
+    // SAFETY: kill(2) of our own child with a realtime signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, 37) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 37));
+}
+
+#[test]
+fn a_cgroup_with_processes_is_refused_and_left_alone() {
+    // cgroupsPath naming a cgroup in use (say "/system.slice"), and a mount that fails: the
+    // failed create used to SIGKILL everything in the cgroup and remove it.
+    let mut b = Bundle::new(&["true"]);
+    b.spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/mnt", "type": "no-such-fs", "source": "none"}));
+    // Two processes, in one hierarchy only: one in the cgroup, one in a child cgroup of it.
+    let cg = b.pids_cgroup_dir();
+    let sub = cg.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    let mut others: Vec<std::process::Child> = [&cg, &sub]
+        .iter()
+        .map(|dir| {
+            let c = std::process::Command::new("sleep")
+                .arg("1000")
+                .spawn()
+                .unwrap();
+            std::fs::write(dir.join("cgroup.procs"), c.id().to_string()).unwrap();
+            c
+        })
+        .collect();
+    let e = create_err(&b);
+    let alive = others.iter_mut().all(|c| c.try_wait().unwrap().is_none());
+    let sub_kept = sub.is_dir();
+    for c in &mut others {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_dir(&sub);
+    assert!(alive, "a process in the cgroup was killed");
+    assert!(sub_kept, "the cgroup was removed");
+    assert!(
+        e.contains("linux.cgroupsPath")
+            && e.contains(&b.id)
+            && e.contains("not empty")
+            && e.contains("2 process"),
+        "{e}"
+    );
+    assert!(!b.root.path().join(&b.id).exists(), "state dir left");
+
+    // An existing cgroup without processes is fine (and removed with the container).
+    b.spec["mounts"].as_array_mut().unwrap().pop();
+    assert!(cg.is_dir());
+    b.create();
+    stdout_ok(b.rt(&["delete", &b.id]));
+    assert_nothing_left(&b);
+}

@@ -274,3 +274,70 @@ fn exec_joins_the_containers_namespaces_cgroup_and_security() {
     let o = b.rt(&["exec", &b.id, "true"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("stopped"));
 }
+
+/// A container without a pid namespace whose `exec`ed process moved into a child cgroup of
+/// the container's cgroup (as one with a writable cgroup mount can do): returns the bundle and
+/// that process's pid.
+fn with_process_in_child_cgroup() -> (Bundle, i64) {
+    let mut b = Bundle::new(&["sleep", "1000"]);
+    b.without_pid_namespace();
+    b.write();
+    stdout_ok(b.rt(&[
+        "run",
+        "-d",
+        "--bundle",
+        b.dir.path().to_str().unwrap(),
+        &b.id,
+    ]));
+    let pf = b.dir.path().join("exec.pid");
+    stdout_ok(b.rt(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pf.to_str().unwrap(),
+        &b.id,
+        "sleep",
+        "1001",
+    ]));
+    let pid: i64 = std::fs::read_to_string(&pf).unwrap().parse().unwrap();
+    let cg = b.pids_cgroup_dir();
+    std::fs::create_dir(cg.join("sub")).unwrap();
+    std::fs::write(cg.join("sub/cgroup.procs"), pid.to_string()).unwrap();
+    let own = std::fs::read_to_string(cg.join("cgroup.procs")).unwrap();
+    assert!(
+        !own.lines().any(|l| l.trim() == pid.to_string()),
+        "{pid} still in the container's own cgroup.procs"
+    );
+    (b, pid)
+}
+
+#[test]
+fn processes_in_child_cgroups_are_listed_and_killed() {
+    let (b, pid) = with_process_in_child_cgroup();
+    let init = b.state()["pid"].as_i64().unwrap();
+    let pids: Vec<i64> =
+        serde_json::from_str(&stdout_ok(b.rt(&["ps", "--format", "json", &b.id]))).unwrap();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(pids.contains(&init) && pids.contains(&pid), "{pids:?}");
+    let table = stdout_ok(b.rt(&["ps", &b.id, "--", "-o", "pid,args"]));
+    assert!(table.contains("sleep 1001"), "{table}");
+
+    stdout_ok(b.rt(&["kill", "--all", &b.id, "KILL"]));
+    assert!(process_gone(pid), "{pid} survived kill --all");
+    assert!(process_gone(init), "init {init} survived kill --all");
+    stdout_ok(b.rt(&["delete", &b.id]));
+    for p in b.cgroup_dirs() {
+        assert!(!p.exists(), "cgroup left: {}", p.display());
+    }
+}
+
+#[test]
+fn delete_force_kills_processes_in_child_cgroups() {
+    let (b, pid) = with_process_in_child_cgroup();
+    stdout_ok(b.rt(&["delete", "--force", &b.id]));
+    assert!(process_gone(pid), "{pid} survived delete --force");
+    assert!(!b.root.path().join(&b.id).exists(), "state dir left");
+    for p in b.cgroup_dirs() {
+        assert!(!p.exists(), "cgroup left: {}", p.display());
+    }
+}

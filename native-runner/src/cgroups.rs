@@ -508,19 +508,68 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The pids in the cgroup itself (not in its children), read from the `pids` hierarchy, else
-    /// `memory`, else the first v1 hierarchy, else cgroup2.
+    /// Every process in the cgroup or in any cgroup below it, in every hierarchy (a container's
+    /// processes may have moved into child cgroups of their own, in one hierarchy or all),
+    /// sorted and without duplicates. Hierarchies where the cgroup does not exist are skipped;
+    /// if it exists in none, that is an error.
     pub fn pids(&self) -> Result<Vec<Pid>> {
-        let dir = self
-            .v1_dir("pids")
-            .or_else(|| self.v1_dir("memory"))
-            .or_else(|| self.v1.first().map(|d| d.dir.as_path()))
-            .or_else(|| self.unified.as_ref().map(|u| u.dir.as_path()))
-            .ok_or_else(|| Error::invalid("the host has no cgroup hierarchy"))?;
-        read_pids(&dir.join("cgroup.procs"))
+        let mut pids = Vec::new();
+        let mut missing = None;
+        let mut found = false;
+        for dir in self.paths() {
+            match walk_pids(&dir, &mut |p| {
+                pids.push(p);
+                false
+            }) {
+                Ok(_) => found = true,
+                Err(e) if is_gone(&e) => {
+                    missing.get_or_insert((dir, e));
+                }
+                Err(e) => return Err(io_to_error(format!("read pids of {}", dir.display()), e)),
+            }
+        }
+        if !found {
+            if let Some((dir, e)) = missing {
+                return Err(io_to_error(format!("read pids of {}", dir.display()), e));
+            }
+            return Err(Error::invalid("the host has no cgroup hierarchy"));
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        Ok(pids)
     }
 
-    /// Freezes every task of the cgroup and waits until they are all frozen.
+    /// Whether any process is in the cgroup or in a cgroup below it, in any hierarchy; `false`
+    /// if the cgroup does not exist. A cgroup2 directory answers from `cgroup.events`
+    /// (`populated`, which covers the subtree); a v1 one by walking `cgroup.procs` down the tree
+    /// until the first process.
+    pub fn is_populated(&self) -> Result<bool> {
+        for d in &self.v1 {
+            match walk_pids(&d.dir, &mut |_| true) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) if is_gone(&e) => {}
+                Err(e) => return Err(io_to_error(format!("read pids of {}", d.dir.display()), e)),
+            }
+        }
+        if let Some(u) = &self.unified {
+            let events = u.dir.join("cgroup.events");
+            match fs::read_to_string(&events) {
+                Ok(text) => {
+                    if text.lines().any(|l| l.trim() == "populated 1") {
+                        return Ok(true);
+                    }
+                }
+                Err(e) if is_gone(&e) => {}
+                Err(e) => return Err(io_to_error(format!("read {}", events.display()), e)),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Freezes every task of the cgroup and of the cgroups below it, and waits until they are
+    /// all frozen (both freezers are hierarchical: a child cgroup is frozen with its parent, and
+    /// the parent reads frozen only once its whole subtree is).
     ///
     /// v1: `freezer.state` = `FROZEN`, waiting until it reads `FROZEN` (on timeout the cgroup is
     /// thawed again and an error returned). v2 (or hybrid without a v1 freezer):
@@ -1903,6 +1952,36 @@ fn read_u64(path: &Path) -> Result<Option<u64>> {
     }
 }
 
+/// Calls `each` for every pid of `dir/cgroup.procs` and of every cgroup below `dir` (depth
+/// first) until it returns `true`; `Ok(true)` if it did. Child cgroups removed meanwhile are
+/// skipped; `dir` itself missing is an error ([`is_gone`]).
+fn walk_pids(dir: &Path, each: &mut dyn FnMut(Pid) -> bool) -> io::Result<bool> {
+    let text = fs::read_to_string(dir.join("cgroup.procs"))?;
+    for p in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        if each(Pid::from_raw(p)) {
+            return Ok(true);
+        }
+    }
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        match walk_pids(&entry.path(), each) {
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
+            Err(e) if is_gone(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+/// A cgroup directory that does not exist (or was removed while being read: `ENODEV`).
+fn is_gone(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENODEV)
+}
+
 fn read_pids(path: &Path) -> Result<Vec<Pid>> {
     let text = fs::read_to_string(path).ctx(|| format!("read {}", path.display()))?;
     Ok(text
@@ -2588,6 +2667,78 @@ mod tests {
         }
         cg.destroy().unwrap();
         assert!(!cg.exists());
+    }
+
+    /// `mkdir` of a child cgroup that tasks can join (in cpuset, with its parent's cpus and mems).
+    fn mk_child(dir: &Path) {
+        fs::create_dir(dir).unwrap();
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            if read_trimmed(&dir.join(file)).is_ok_and(|v| v.is_empty()) {
+                let parent = read(dir.parent().unwrap(), file);
+                write_file(&dir.join(file), &parent).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn pids_populated_and_freeze_cover_child_cgroups() {
+        if !can_run() {
+            return;
+        }
+        let t = TestCgroup::host("subtree");
+        let cg = &t.cg;
+        assert!(
+            !cg.is_populated().unwrap(),
+            "a missing cgroup is not populated"
+        );
+        assert!(cg.pids().is_err(), "pids of a missing cgroup");
+        cg.create().unwrap();
+        assert!(!cg.is_populated().unwrap());
+        assert_eq!(cg.pids().unwrap(), []);
+
+        // A process that moved into a child cgroup of its own, in every hierarchy.
+        let a = Sleeper::spawn();
+        for dir in cg.paths() {
+            mk_child(&dir.join("sub"));
+            write_file(&dir.join("sub/cgroup.procs"), &a.pid.to_string()).unwrap();
+        }
+        assert!(cg.is_populated().unwrap());
+        assert_eq!(cg.pids().unwrap(), [a.pid]);
+
+        // Freezing the container's cgroup freezes the child cgroup too.
+        cg.freeze().unwrap();
+        match cg.v1_dir("freezer") {
+            Some(dir) => assert_eq!(read(&dir.join("sub"), "freezer.state"), "FROZEN"),
+            None => assert!(read(
+                &cg.unified.as_ref().unwrap().dir.join("sub"),
+                "cgroup.events"
+            )
+            .contains("frozen 1")),
+        }
+        cg.thaw().unwrap();
+
+        // A process below the cgroup in one hierarchy only (the last: cgroup2 on a hybrid
+        // host) is found too, and is enough to make another cgroup populated.
+        let b = Sleeper::spawn();
+        let last = cg.paths().pop().unwrap();
+        mk_child(&last.join("sub/deeper"));
+        write_file(&last.join("sub/deeper/cgroup.procs"), &b.pid.to_string()).unwrap();
+        let mut want = vec![a.pid, b.pid];
+        want.sort_unstable();
+        assert_eq!(cg.pids().unwrap(), want);
+
+        let t2 = TestCgroup::host("subtree-one");
+        let cg2 = &t2.cg;
+        cg2.create().unwrap();
+        let last2 = cg2.paths().pop().unwrap();
+        mk_child(&last2.join("sub"));
+        let c = Sleeper::spawn();
+        write_file(&last2.join("sub/cgroup.procs"), &c.pid.to_string()).unwrap();
+        assert!(cg2.is_populated().unwrap());
+        assert_eq!(cg2.pids().unwrap(), [c.pid]);
+        drop((a, b, c));
+        assert!(!cg.is_populated().unwrap());
+        assert!(!cg2.is_populated().unwrap());
     }
 
     #[test]

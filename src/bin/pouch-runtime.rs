@@ -87,10 +87,11 @@ enum Cmd {
     Kill {
         /// Container id.
         id: String,
-        /// Signal, by number (9) or name (KILL, SIGKILL).
+        /// Signal, by number (9, 37) or name (KILL, SIGKILL, RTMIN+3, SIGRTMAX-1).
         #[arg(default_value = "SIGTERM")]
         signal: String,
-        /// Send the signal to every process in the container's cgroup.
+        /// Send the signal to every process in the container's cgroup (also once the init
+        /// has exited, while the cgroup exists).
         #[arg(short, long)]
         all: bool,
     },

@@ -143,6 +143,14 @@ impl Runtime {
         let cgroup = Cgroup::new(&layout, &cgroup_path)?;
 
         let (dir, _lock) = super::state::ContainerDir::create(self, id)?;
+        // A cgroup that already has processes is someone else's (or another container's):
+        // refused, as runc does, or a failed create, `kill --all` and `delete` would kill those
+        // processes and remove the cgroup. An existing empty one is fine. Checked once the id
+        // is ours, so that a duplicate id is reported as such.
+        if let Err(e) = check_cgroup_unused(&cgroup, &cgroup_path) {
+            let _ = dir.remove();
+            return Err(e);
+        }
         let mut rec = ContainerRecord {
             id: id.to_string(),
             bundle: bundle.clone(),
@@ -191,7 +199,14 @@ impl Runtime {
                         .as_ref()
                         .and_then(|r| r.memory().as_ref())
                         .and_then(|m| m.limit());
-                    wasm = WasmWorkload::new(kind, path, readonly, mem, cache);
+                    wasm = WasmWorkload::new(
+                        kind,
+                        path,
+                        readonly,
+                        crate::wasm::writable_mounts(&spec),
+                        mem,
+                        cache,
+                    );
                     &mut wasm
                 }
             };
@@ -278,6 +293,21 @@ impl InitEvents for CreateEvents<'_> {
     }
 }
 
+/// Fails if the cgroup exists with processes in it (or below it, in any hierarchy).
+fn check_cgroup_unused(cgroup: &Cgroup, cgroup_path: &str) -> Result<(), Error> {
+    if !cgroup.is_populated()? {
+        return Ok(());
+    }
+    let n = cgroup.pids().map(|p| p.len()).unwrap_or(0);
+    Err(Error::Other(format!(
+        "linux.cgroupsPath {cgroup_path:?}: cgroup {} is not empty: {n} process(es) in it or \
+         below it; give the container a cgroup of its own",
+        cgroup.path()
+    )))
+}
+
+/// Undoes a create that failed after the state directory was made. The cgroup was empty (or
+/// missing) before ([`check_cgroup_unused`]), so whatever is in it now is this container's.
 fn cleanup_failed_create(dir: &ContainerDir, cgroup: &Cgroup) {
     if let Ok(pids) = cgroup.pids() {
         for p in pids {

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-
 use super::container_kill::signal_all;
 use super::state::{ContainerDir, Status};
 use super::{Error, Runtime};
@@ -42,7 +40,7 @@ impl Runtime {
         let cg = rec.cgroup()?;
         if status != Status::Stopped {
             if let Some(h) = dir.init_handle(&rec) {
-                let _ = h.signal(Signal::SIGKILL);
+                let _ = h.signal(libc::SIGKILL);
                 if status == Status::Paused {
                     let _ = cg.thaw();
                 }
@@ -58,7 +56,7 @@ impl Runtime {
         if cg.exists() {
             let pids = cg.pids().unwrap_or_default();
             if !pids.is_empty() {
-                signal_all(&cg, Signal::SIGKILL, false)?;
+                signal_all(&cg, libc::SIGKILL, false)?;
             }
             cg.destroy()?;
         }

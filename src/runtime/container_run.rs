@@ -2,9 +2,8 @@
 
 use std::os::fd::AsFd;
 
-use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::{CreateOptions, Error, Runtime};
@@ -20,13 +19,39 @@ pub struct RunOptions {
     pub keep: bool,
 }
 
-/// The exit status of a wait status as a shell reports it (128 + signal when killed).
-pub fn exit_code(ws: WaitStatus) -> Option<i32> {
-    match ws {
-        WaitStatus::Exited(_, c) => Some(c),
-        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
-        _ => None,
+/// The exit status of a raw wait status as a shell reports it (128 + signal when killed).
+pub fn exit_code(status: i32) -> Option<i32> {
+    if libc::WIFEXITED(status) {
+        Some(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Some(128 + libc::WTERMSIG(status))
+    } else {
+        None
     }
+}
+
+/// Reaps one child that has exited, without waiting: its pid and raw wait status. Raw because
+/// nix's `waitpid` cannot represent a death by a realtime signal (it fails after reaping, and
+/// the exit status would be lost).
+fn reap_one() -> Option<(Pid, i32)> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid with a valid status pointer.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid > 0 {
+            return Some((Pid::from_raw(pid), status));
+        }
+        if pid < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+            continue;
+        }
+        return None;
+    }
+}
+
+/// Passes signal number `sig` on to `pid` (realtime signals too, which nix's `Signal` lacks).
+fn forward(pid: Pid, sig: i32) {
+    // SAFETY: kill(2) with a signal number the kernel delivered to us.
+    unsafe { libc::kill(pid.as_raw(), sig) };
 }
 
 impl Runtime {
@@ -77,15 +102,11 @@ pub(crate) fn wait_forwarding(init: Pid, set: &SigSet) -> Result<i32, Error> {
         .map_err(|e| Error::Other(format!("signalfd: {e}")))?;
     loop {
         // Reap everything that has exited (orphans reparented to us too).
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(ws) if ws.pid() == Some(init) => {
-                    if let Some(c) = exit_code(ws) {
-                        return Ok(c);
-                    }
+        while let Some((pid, status)) = reap_one() {
+            if pid == init {
+                if let Some(c) = exit_code(status) {
+                    return Ok(c);
                 }
-                Ok(_) => {}
             }
         }
         let mut pfd = [nix::poll::PollFd::new(
@@ -98,11 +119,8 @@ pub(crate) fn wait_forwarding(init: Pid, set: &SigSet) -> Result<i32, Error> {
         }
         while let Ok(Some(info)) = sfd.read_signal() {
             let sig = info.ssi_signo as i32;
-            if sig == libc::SIGCHLD {
-                continue;
-            }
-            if let Ok(s) = Signal::try_from(sig) {
-                let _ = kill(init, s);
+            if sig != libc::SIGCHLD {
+                forward(init, sig);
             }
         }
     }
@@ -176,11 +194,9 @@ pub(crate) fn proxy_terminal(
     let mut code: Option<i32> = None;
     let mut buf = [0u8; 8192];
     loop {
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(ws) if ws.pid() == Some(init) => code = exit_code(ws).or(code),
-                Ok(_) => {}
+        while let Some((pid, status)) = reap_one() {
+            if pid == init {
+                code = exit_code(status).or(code);
             }
         }
         if code.is_some() && !master_open {
@@ -217,11 +233,7 @@ pub(crate) fn proxy_terminal(
                 match info.ssi_signo as i32 {
                     libc::SIGCHLD => {}
                     libc::SIGWINCH => resize(),
-                    s => {
-                        if let Ok(s) = Signal::try_from(s) {
-                            let _ = kill(init, s);
-                        }
-                    }
+                    s => forward(init, s),
                 }
             }
         }

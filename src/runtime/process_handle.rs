@@ -4,7 +4,6 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 /// The start time of a process (field 22 of `/proc/<pid>/stat`, clock ticks since boot) and
@@ -61,14 +60,14 @@ impl ProcessHandle {
         self.pid
     }
 
-    /// Sends a signal through the pidfd.
-    pub fn signal(&self, sig: Signal) -> nix::Result<()> {
+    /// Sends signal number `sig` (realtime signals included) through the pidfd.
+    pub fn signal(&self, sig: i32) -> nix::Result<()> {
         // SAFETY: valid pidfd, signal number, null siginfo.
         let rc = unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 self.fd.as_raw_fd(),
-                sig as i32,
+                sig,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,
             )

@@ -1,6 +1,6 @@
 //! Container state on disk: `<root>/<id>/state.json`, written atomically, guarded by a lock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -107,15 +107,61 @@ pub struct ContainerState {
     pub owner: String,
 }
 
-/// An exclusive or shared lock on one container (POSIX record lock on `<dir>/lock`; such locks
-/// are not inherited by forked children, so the container's processes never hold it).
+/// The exclusive lock on one container (POSIX record lock on `<dir>/lock`; such locks are not
+/// inherited by forked children, so the container's processes never hold it).
+///
+/// POSIX locks belong to the process, not to the descriptor: closing *any* descriptor of the
+/// lock file releases every lock the process holds on it. So while this process holds a
+/// container's lock, nothing else in it may open and close that file (see
+/// [`ContainerDir::is_busy`]), and taking the same lock again must not open a second
+/// descriptor. Every lock held is therefore recorded in a process-wide registry (`HELD`),
+/// keyed by the lock file's device and inode: a nested `take` only counts, and the descriptors
+/// are closed when the last `ContainerLock` of the file is dropped. flock(2) and OFD locks
+/// would not have this problem but are shared with forked children through the inherited
+/// descriptor, which `create` relies on not happening (the init forks while the lock is held).
+///
+/// The lock excludes other processes only: threads of one process share it (POSIX locks are
+/// per process), so a multi-threaded caller must serialize operations on one container itself.
 #[derive(Debug)]
 pub struct ContainerLock {
-    _file: File,
+    key: LockKey,
+}
+
+/// A lock file's device and inode (stable while a descriptor of it is open).
+type LockKey = (u64, u64);
+
+/// A lock this process holds: its descriptors (more than one only when two threads took it at
+/// once, which POSIX locks allow within one process) and how many `ContainerLock`s share it.
+struct Held {
+    files: Vec<File>,
+    count: usize,
+}
+
+/// The container locks this process holds.
+static HELD: std::sync::Mutex<BTreeMap<LockKey, Held>> = std::sync::Mutex::new(BTreeMap::new());
+
+fn held() -> std::sync::MutexGuard<'static, BTreeMap<LockKey, Held>> {
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The registry key of `<dir>/lock`, by `stat` (which opens no descriptor); `None` if missing.
+fn lock_key(dir: &Path) -> Option<LockKey> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(dir.join("lock"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 impl ContainerLock {
-    fn take(dir: &Path, exclusive: bool, wait: bool) -> std::io::Result<ContainerLock> {
+    /// Takes the exclusive lock of the container in `dir`, waiting for other processes.
+    fn take(dir: &Path) -> std::io::Result<ContainerLock> {
+        // Already ours: count it, open nothing.
+        if let Some(key) = lock_key(dir) {
+            if let Some(h) = held().get_mut(&key) {
+                h.count += 1;
+                return Ok(ContainerLock { key });
+            }
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -124,24 +170,74 @@ impl ContainerLock {
             .mode(0o600)
             .custom_flags(libc::O_CLOEXEC)
             .open(dir.join("lock"))?;
+        fcntl_lock(&file, libc::F_SETLKW, libc::F_WRLCK)?;
+        let key = {
+            use std::os::unix::fs::MetadataExt;
+            let m = file.metadata()?;
+            (m.dev(), m.ino())
+        };
+        let mut reg = held();
+        let h = reg.entry(key).or_insert_with(|| Held {
+            files: Vec::new(),
+            count: 0,
+        });
+        // Kept open even if another thread registered the same lock meanwhile: closing this
+        // descriptor would release the lock for both.
+        h.files.push(file);
+        h.count += 1;
+        Ok(ContainerLock { key })
+    }
+
+    /// Whether this process holds the lock of the container in `dir`.
+    fn held_here(dir: &Path) -> bool {
+        lock_key(dir).is_some_and(|key| held().contains_key(&key))
+    }
+
+    /// Whether another process holds the lock of the container in `dir` (`F_GETLK`, which
+    /// takes nothing). Opens and closes the lock file: only for a lock this process does not
+    /// hold.
+    fn held_elsewhere(dir: &Path) -> bool {
+        let Ok(file) = File::open(dir.join("lock")) else {
+            return false;
+        };
         // SAFETY: a zeroed flock is a valid starting value.
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = if exclusive {
-            libc::F_WRLCK
-        } else {
-            libc::F_RDLCK
-        } as i16;
+        fl.l_type = libc::F_RDLCK as i16;
         fl.l_whence = libc::SEEK_SET as i16;
-        let cmd = if wait { libc::F_SETLKW } else { libc::F_SETLK };
-        loop {
-            // SAFETY: valid fd and flock.
-            if unsafe { libc::fcntl(file.as_raw_fd(), cmd, &fl) } == 0 {
-                return Ok(ContainerLock { _file: file });
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(e);
-            }
+        // SAFETY: valid fd and flock.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETLK, &mut fl) };
+        rc == 0 && fl.l_type != libc::F_UNLCK as i16
+    }
+}
+
+/// `fcntl(cmd)` of a whole-file POSIX lock of type `typ`, retried on `EINTR`.
+fn fcntl_lock(file: &File, cmd: libc::c_int, typ: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: a zeroed flock is a valid starting value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = typ as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    loop {
+        // SAFETY: valid fd and flock.
+        if unsafe { libc::fcntl(file.as_raw_fd(), cmd, &fl) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+impl Drop for ContainerLock {
+    fn drop(&mut self) {
+        let mut map = held();
+        let last = map.get_mut(&self.key).is_some_and(|h| {
+            h.count -= 1;
+            h.count == 0
+        });
+        if last {
+            // Closing the descriptors releases the lock.
+            map.remove(&self.key);
         }
     }
 }
@@ -171,7 +267,7 @@ impl ContainerDir {
             }
             Err(e) => return Err(Error::io(format!("create {}", path.display()), e)),
         }
-        let lock = ContainerLock::take(&path, true, true)
+        let lock = ContainerLock::take(&path)
             .map_err(|e| Error::io(format!("lock {}", path.display()), e))?;
         Ok((
             ContainerDir {
@@ -196,7 +292,7 @@ impl ContainerDir {
 
     /// Takes the container's exclusive lock, waiting for other operations on it.
     pub fn lock(&self) -> Result<ContainerLock, Error> {
-        let l = ContainerLock::take(&self.path, true, true).map_err(|e| match e.kind() {
+        let l = ContainerLock::take(&self.path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::NotFound(self.id.clone()),
             _ => Error::io(format!("lock {}", self.path.display()), e),
         })?;
@@ -207,9 +303,16 @@ impl ContainerDir {
         Ok(l)
     }
 
-    /// Whether some operation (a `create` in progress) holds the lock now.
+    /// Whether some other operation (a `create` in progress) holds the lock now.
+    ///
+    /// `false` when this process holds it: an operation is never busy for itself, and probing
+    /// would open and close the lock file, which releases this process's lock (POSIX locks).
     pub fn is_busy(&self) -> bool {
-        ContainerLock::take(&self.path, false, false).is_err()
+        if ContainerLock::held_here(&self.path) {
+            return false;
+        }
+        // We hold no lock on this file, so closing the probe's descriptor releases nothing.
+        ContainerLock::held_elsewhere(&self.path)
     }
 
     /// Reads `state.json`.
@@ -322,4 +425,116 @@ fn is_frozen(rec: &ContainerRecord) -> bool {
 /// Now as RFC 3339 UTC with nanoseconds.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::CString;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::ffi::OsStrExt;
+
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, pipe, ForkResult};
+
+    /// A child process that takes the exclusive lock of `lock` (waiting for it if `wait`),
+    /// reports whether it got it on `ready` and then holds it until `release` is closed.
+    fn child_locking(lock: &Path, wait: bool) -> (nix::unistd::Pid, OwnedFd, OwnedFd) {
+        let path = CString::new(lock.as_os_str().as_bytes()).unwrap();
+        let (ready_r, ready_w) = pipe().unwrap();
+        let (release_r, release_w) = pipe().unwrap();
+        // SAFETY: the child calls only async-signal-safe functions, then _exit.
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => unsafe {
+                drop(release_w);
+                let fd = libc::open(path.as_ptr(), libc::O_RDWR);
+                let mut fl: libc::flock = std::mem::zeroed();
+                fl.l_type = libc::F_WRLCK as i16;
+                fl.l_whence = libc::SEEK_SET as i16;
+                let cmd = if wait { libc::F_SETLKW } else { libc::F_SETLK };
+                let got = fd >= 0 && libc::fcntl(fd, cmd, &fl) == 0;
+                let b = [u8::from(got)];
+                libc::write(ready_w.as_raw_fd(), b.as_ptr().cast(), 1);
+                let mut x = 0u8;
+                libc::read(release_r.as_raw_fd(), (&mut x as *mut u8).cast(), 1);
+                libc::_exit(0);
+            },
+            ForkResult::Parent { child } => (child, ready_r, release_w),
+        }
+    }
+
+    /// Whether another process can take the lock now.
+    fn free_for_others(lock: &Path) -> bool {
+        let (child, ready, release) = child_locking(lock, false);
+        let mut b = [0u8];
+        nix::unistd::read(&ready, &mut b).unwrap();
+        drop(release);
+        assert!(matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, 0))));
+        b[0] == 1
+    }
+
+    fn record(id: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.to_string(),
+            bundle: PathBuf::from("/nonexistent"),
+            rootfs: PathBuf::from("/nonexistent/rootfs"),
+            pid: 0,
+            pid_start_time: 0,
+            boot_id: boot_id(),
+            created: now_rfc3339(),
+            cgroup_path: format!("/pouch-test/{id}"),
+            annotations: HashMap::new(),
+            freeze_file: None,
+            hooks: None,
+        }
+    }
+
+    /// `delete` and `start` hold the lock while they derive the status of a record with pid 0
+    /// (a create that died early): that must not release the lock (closing any descriptor of
+    /// the lock file drops the process's POSIX locks).
+    #[test]
+    fn status_of_a_pidless_record_keeps_our_lock() {
+        let root = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(root.path());
+        let (dir, lock) = ContainerDir::create(&rt, "c").unwrap();
+        let lock_file = dir.path.join("lock");
+        let rec = record("c");
+        dir.save(&rec).unwrap();
+        assert!(!free_for_others(&lock_file));
+
+        // Not busy for ourselves: the status is stopped, and the lock still held.
+        assert!(!dir.is_busy());
+        assert_eq!(dir.status(&rec), Status::Stopped);
+        assert_eq!(dir.state(&rec).status, Status::Stopped);
+        assert!(!free_for_others(&lock_file), "lock lost by status()");
+
+        // Taking it again in this process and dropping that keeps it too.
+        let again = dir.lock().unwrap();
+        assert!(!dir.is_busy());
+        drop(again);
+        assert!(!free_for_others(&lock_file), "lock lost by a nested take");
+
+        drop(lock);
+        assert!(free_for_others(&lock_file), "lock kept after drop");
+
+        // Another process holding it (a create in progress): busy, status creating.
+        let (child, ready, release) = child_locking(&lock_file, true);
+        let mut b = [0u8];
+        nix::unistd::read(&ready, &mut b).unwrap();
+        assert_eq!(b[0], 1);
+        assert!(dir.is_busy());
+        assert_eq!(dir.status(&rec), Status::Creating);
+        drop(release);
+        assert!(matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, 0))));
+        assert!(!dir.is_busy());
+        assert_eq!(dir.status(&rec), Status::Stopped);
+
+        // The same with `lock()` on a directory opened anew, as `delete` does.
+        let dir2 = ContainerDir::open(&rt, "c").unwrap();
+        let l2 = dir2.lock().unwrap();
+        assert_eq!(dir2.status(&dir2.load().unwrap()), Status::Stopped);
+        assert!(!free_for_others(&lock_file), "lock lost by status()");
+        drop(l2);
+        dir2.remove().unwrap();
+    }
 }

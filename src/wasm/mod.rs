@@ -6,7 +6,9 @@
 //!   (single-threaded: nothing may run beside the init while it sets up) and store it.
 //! - `run` (after `start`): instantiate with WASI (preview 1 for modules, preview 2
 //!   `wasi:cli/run` for components): argv = `process.args`, env = `process.env`, the
-//!   container's `/` preopened as `/` (read-only with `root.readonly`) and the cwd as `.`,
+//!   container's `/` preopened as `/` (read-only with `root.readonly`), every writable mount
+//!   of the spec (tmpfs, or bind without `ro`) preopened read-write at its destination, the
+//!   cwd as `.`,
 //!   stdio = the container's stdio; memory capped by `linux.resources.memory.limit`.
 //!
 //! Exit status: `proc_exit(n)` → n; a trap → 134 with the trap on stderr; an error before the
@@ -42,6 +44,7 @@ pub struct WasmWorkload {
     kind: WasmKind,
     path: PathBuf,
     readonly_root: bool,
+    writable: Vec<PathBuf>,
     memory_limit: Option<usize>,
     cache: Option<CompileCache>,
     engine: Option<Engine>,
@@ -54,6 +57,7 @@ impl WasmWorkload {
         kind: WasmKind,
         path: PathBuf,
         readonly_root: bool,
+        writable: Vec<PathBuf>,
         memory_limit: Option<i64>,
         cache: Option<CompileCache>,
     ) -> WasmWorkload {
@@ -61,12 +65,30 @@ impl WasmWorkload {
             kind,
             path,
             readonly_root,
+            writable,
             memory_limit: memory_limit.filter(|l| *l > 0).map(|l| l as usize),
             cache,
             engine: None,
             loaded: None,
         }
     }
+}
+
+/// The destinations of the spec's writable mounts (tmpfs, or binds without `ro`), which stay
+/// writable for a guest under a read-only root.
+pub fn writable_mounts(spec: &oci_spec::runtime::Spec) -> Vec<PathBuf> {
+    spec.mounts()
+        .iter()
+        .flatten()
+        .filter(|m| {
+            let opts = m.options().clone().unwrap_or_default();
+            let bind = m.typ().as_deref() == Some("bind")
+                || opts.iter().any(|o| o == "bind" || o == "rbind");
+            (bind || m.typ().as_deref() == Some("tmpfs")) && !opts.iter().any(|o| o == "ro")
+        })
+        .map(|m| m.destination().clone())
+        .filter(|d| !d.starts_with("/dev") && !d.starts_with("/proc") && !d.starts_with("/sys"))
+        .collect()
 }
 
 /// The engine every front uses (the cache key depends on its settings).
@@ -271,6 +293,13 @@ impl WasmWorkload {
             .allow_blocking_current_thread(true)
             .preopened_dir("/", "/", perms)
             .map_err(|e| err(format!("preopen /: {e:#}")))?;
+        if self.readonly_root {
+            for w in &self.writable {
+                let guest = w.to_string_lossy();
+                b.preopened_dir(w, guest.as_ref(), FsPerms::ReadWrite)
+                    .map_err(|e| err(format!("preopen {guest}: {e:#}")))?;
+            }
+        }
         if let Ok(cwd) = std::env::current_dir() {
             if cwd != std::path::Path::new("/") {
                 b.preopened_dir(&cwd, ".", perms)

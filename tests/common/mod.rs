@@ -163,6 +163,25 @@ impl Bundle {
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         cgroup_dirs_of(&format!("{CGROUP_TEST_ROOT}/{}", self.id))
     }
+
+    /// The container's cgroup directory in the v1 `pids` hierarchy, else in cgroup2.
+    pub fn pids_cgroup_dir(&self) -> PathBuf {
+        let dirs = self.cgroup_dirs();
+        dirs.iter()
+            .find(|p| p.starts_with("/sys/fs/cgroup/pids"))
+            .or(dirs.last())
+            .expect("no cgroup hierarchy")
+            .clone()
+    }
+
+    /// Drops the pid namespace from the spec (the init's children can then outlive it).
+    pub fn without_pid_namespace(&mut self) -> &mut Self {
+        self.spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|n| n["type"] != "pid");
+        self
+    }
 }
 
 impl Drop for Bundle {
