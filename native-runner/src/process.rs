@@ -484,6 +484,9 @@ impl Setup<'_, '_> {
         keep.extend(self.cfg.console_socket.as_ref().map(|c| c.as_raw_fd()));
         keep.extend(self.cfg.workload.keep_fds());
         close_inherited_fds(3 + self.cfg.preserve_fds.max(0), &keep)?;
+        // Default dispositions now, before the workload loads: a wasm runtime installs the
+        // signal handlers its traps need, which must stay.
+        reset_signals();
         nix::unistd::setsid().ctx(|| "setsid".into())?;
         if let Some(adj) = process.oom_score_adj() {
             std::fs::write("/proc/self/oom_score_adj", adj.to_string())
@@ -549,7 +552,6 @@ impl Setup<'_, '_> {
         switch_user(process, self.caps)?;
         enter_cwd(process.cwd())?;
         self.cfg.workload.prepare(ctx)?;
-        reset_signals();
         if self.cfg.preserve_fds >= 0 {
             mark_cloexec_from(3 + self.cfg.preserve_fds);
         }

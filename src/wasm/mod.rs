@@ -11,7 +11,8 @@
 //!   cwd as `.`,
 //!   stdio = the container's stdio; memory capped by `linux.resources.memory.limit`.
 //!
-//! Exit status: `proc_exit(n)` → n; a trap → 134 with the trap on stderr; an error before the
+//! Exit status: `proc_exit(n)` → n (for components, WASI 0.2's `wasi:cli/exit` carries only
+//! success or failure: 0 or 1); a trap → 134 with the trap on stderr; an error before the
 //! program ran (link error, missing export) → 127 with the reason reported by `start`;
 //! SIGTERM, SIGINT, SIGHUP or SIGQUIT → 128 + signal, also when the init is pid 1 of its pid
 //! namespace (where the kernel would otherwise ignore them); SIGKILL as for any process.
@@ -194,7 +195,8 @@ impl Workload for WasmWorkload {
             .take()
             .ok_or_else(|| err("wasm workload was not loaded"))?;
         let mut wasi = self.wasi(ctx)?;
-        let limits = match self.memory_limit {
+        tracing::debug!(limit = ?self.memory_limit, "wasm memory limit");
+        let limits = match self.memory_limit.map(guest_memory_cap) {
             Some(l) => StoreLimitsBuilder::new().memory_size(l).build(),
             None => StoreLimits::default(),
         };
@@ -310,6 +312,30 @@ impl WasmWorkload {
     }
 }
 
+/// Headroom left between the guest's linear memory and the container's memory limit.
+const MEMORY_HEADROOM: usize = 8 << 20;
+
+/// The linear-memory cap for a container memory limit: the limit minus what this process
+/// already uses (wasmtime, WASI, compiled code) and some headroom, so that the guest's
+/// `memory.grow` fails (a clean error it can handle) before the cgroup's OOM killer acts.
+fn guest_memory_cap(limit: usize) -> usize {
+    limit.saturating_sub(own_memory_use()).max(64 << 10)
+}
+
+/// This process's resident memory plus the headroom.
+fn own_memory_use() -> usize {
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<usize>().ok())
+        })
+        .map(|pages| pages * 4096)
+        .unwrap_or(0);
+    rss + MEMORY_HEADROOM
+}
+
 /// `proc_exit` with a status wasmtime does not turn into `I32Exit` (≥ 126) arrives as an
 /// error whose text carries it.
 fn exit_status_of(e: &wasmtime::Error) -> Option<i32> {
@@ -352,5 +378,41 @@ fn install_exit_on_signals() {
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT] {
         // SAFETY: installing a handler that only calls _exit.
         unsafe { libc::signal(sig, exit_on_signal as *const () as libc::sighandler_t) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(args: &[&str]) -> ExecContext {
+        ExecContext {
+            args: args.iter().map(|a| CString::new(*a).unwrap()).collect(),
+            env: vec![],
+            program: None,
+        }
+    }
+
+    fn example(name: &str) -> PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("wasm-examples/bin")
+            .join(name)
+    }
+
+    #[test]
+    fn store_limits_cap_linear_memory() {
+        let mut w = WasmWorkload::new(
+            WasmKind::Module,
+            example("alloc.wasm"),
+            false,
+            vec![],
+            None,
+            None,
+        );
+        let c = ctx(&["alloc.wasm", "200"]);
+        w.load(&c).unwrap();
+        // The cap leaves room for this process's own memory: give the guest 32 MiB on top.
+        w.memory_limit = Some(own_memory_use() + (32 << 20));
+        assert_eq!(w.run(&c, &mut || {}).unwrap(), 12);
     }
 }
