@@ -309,3 +309,18 @@ fn the_guest_runs_inside_the_sandbox() {
         exe.display()
     );
 }
+
+#[test]
+fn a_time_limit_annotation_stops_the_guest() {
+    let mut w = WasmBundle::new(&["/app/loop.wasm"]);
+    w.b.spec["annotations"] = json!({"pouch.wasm/timeout": "500ms"});
+    let t = std::time::Instant::now();
+    let (code, out, _) = w.run();
+    assert_eq!(code, 124, "{out}");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let mut w = WasmBundle::new(&["/app/loop.wasm"]);
+    w.b.spec["annotations"] = json!({"pouch.wasm/timeout": "soon"});
+    let (code, _, err) = w.run();
+    assert_ne!(code, 0);
+    assert!(err.contains("pouch.wasm/timeout") && err.contains("soon"), "{err}");
+}

@@ -199,6 +199,8 @@ impl Runtime {
                         .as_ref()
                         .and_then(|r| r.memory().as_ref())
                         .and_then(|m| m.limit());
+                    let timeout =
+                        crate::wasm::timeout_from_annotations(&spec).map_err(Error::Spec)?;
                     wasm = WasmWorkload::new(
                         kind,
                         path,
@@ -206,7 +208,8 @@ impl Runtime {
                         crate::wasm::writable_mounts(&spec),
                         mem,
                         cache,
-                    );
+                    )
+                    .with_timeout(timeout);
                     &mut wasm
                 }
             };

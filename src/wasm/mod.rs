@@ -47,6 +47,7 @@ pub struct WasmWorkload {
     readonly_root: bool,
     writable: Vec<PathBuf>,
     memory_limit: Option<usize>,
+    timeout: Option<std::time::Duration>,
     cache: Option<CompileCache>,
     engine: Option<Engine>,
     loaded: Option<Loaded>,
@@ -68,6 +69,7 @@ impl WasmWorkload {
             readonly_root,
             writable,
             memory_limit: memory_limit.filter(|l| *l > 0).map(|l| l as usize),
+            timeout: None,
             cache,
             engine: None,
             loaded: None,
@@ -90,6 +92,36 @@ pub fn writable_mounts(spec: &oci_spec::runtime::Spec) -> Vec<PathBuf> {
         .map(|m| m.destination().clone())
         .filter(|d| !d.starts_with("/dev") && !d.starts_with("/proc") && !d.starts_with("/sys"))
         .collect()
+}
+
+/// The annotation that bounds a guest's run time (a duration: `30s`, `1500ms`, `2m`).
+pub const TIMEOUT_ANNOTATION: &str = "pouch.wasm/timeout";
+
+/// Exit status of a guest stopped at its time limit (as `timeout(1)`).
+pub const TIMEOUT_EXIT: i32 = 124;
+
+impl WasmWorkload {
+    /// Stops the guest with status 124 once it has run this long.
+    pub fn with_timeout(mut self, timeout: Option<std::time::Duration>) -> WasmWorkload {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// The wasm-only knobs of a spec's annotations; errors name the annotation.
+pub fn timeout_from_annotations(
+    spec: &oci_spec::runtime::Spec,
+) -> Result<Option<std::time::Duration>, String> {
+    let Some(v) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(TIMEOUT_ANNOTATION))
+    else {
+        return Ok(None);
+    };
+    humantime::parse_duration(v).map(Some).map_err(|e| {
+        format!("annotation {TIMEOUT_ANNOTATION}={v:?}: {e}; use a duration such as 30s or 500ms")
+    })
 }
 
 /// The engine every front uses (the cache key depends on its settings).
@@ -186,6 +218,9 @@ impl Workload for WasmWorkload {
 
     fn run(&mut self, ctx: &ExecContext, started: &mut dyn FnMut()) -> native_runner::Result<i32> {
         install_exit_on_signals();
+        if let Some(t) = self.timeout {
+            arm_timeout(t);
+        }
         let engine = self
             .engine
             .take()
@@ -370,6 +405,34 @@ impl WasiView for P2State {
 extern "C" fn exit_on_signal(sig: libc::c_int) {
     // SAFETY: _exit is async-signal-safe.
     unsafe { libc::_exit(128 + sig) }
+}
+
+extern "C" fn exit_on_timeout(_sig: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(TIMEOUT_EXIT) }
+}
+
+/// Ends the process with [`TIMEOUT_EXIT`] after `t`, whatever the guest is doing (in wasm
+/// code or blocked in a host call).
+fn arm_timeout(t: std::time::Duration) {
+    // SAFETY: a handler that only calls _exit, and a timer for this process.
+    unsafe {
+        libc::signal(
+            libc::SIGALRM,
+            exit_on_timeout as *const () as libc::sighandler_t,
+        );
+        let it = libc::itimerval {
+            it_interval: libc::timeval {
+                tv_sec: 0,
+                tv_usec: 0,
+            },
+            it_value: libc::timeval {
+                tv_sec: t.as_secs() as libc::time_t,
+                tv_usec: t.subsec_micros() as libc::suseconds_t,
+            },
+        };
+        libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut());
+    }
 }
 
 /// A guest cannot handle signals: terminate as a native program without handlers would,
