@@ -8,7 +8,6 @@
 //!      ◀──────────── channel closes on execve, or Error ─────────────────┘ seccomp, execve
 //! ```
 
-use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use nix::fcntl::{open, OFlag};
@@ -91,24 +90,7 @@ pub fn spawn_exec(cfg: ExecConfig<'_>) -> Result<Pid> {
         .as_ref()
         .map(CapabilitySets::from_spec)
         .transpose()?;
-    let cstrings = |v: &[String], field: &str| -> Result<Vec<CString>> {
-        v.iter()
-            .map(|s| {
-                CString::new(s.as_bytes())
-                    .map_err(|_| Error::invalid(format!("{field}: {s:?} contains a NUL byte")))
-            })
-            .collect()
-    };
-    let mut ctx = ExecContext {
-        args: cstrings(cfg.process.args().as_deref().unwrap_or(&[]), "process.args")?,
-        env: cstrings(cfg.process.env().as_deref().unwrap_or(&[]), "process.env")?,
-        program: None,
-    };
-    if ctx.args.is_empty() {
-        return Err(Error::invalid(
-            "process.args: must have at least one element",
-        ));
-    }
+    let mut ctx = ExecContext::from_process(cfg.process)?;
     let (parent, child) = Channel::pair()?;
     // SAFETY: single-threaded (checked above).
     match unsafe { fork() }.ctx(|| "fork the exec joiner".into())? {

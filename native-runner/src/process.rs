@@ -60,6 +60,31 @@ pub struct ExecContext {
     pub program: Option<PathBuf>,
 }
 
+impl ExecContext {
+    /// `process.args` and `process.env` as C strings; errors name the field.
+    pub fn from_process(process: &oci_spec::runtime::Process) -> Result<ExecContext> {
+        let cstrings = |v: &[String], field: &str| -> Result<Vec<CString>> {
+            v.iter()
+                .map(|s| {
+                    CString::new(s.as_bytes())
+                        .map_err(|_| Error::invalid(format!("{field}: {s:?} contains a NUL byte")))
+                })
+                .collect()
+        };
+        let ctx = ExecContext {
+            args: cstrings(process.args().as_deref().unwrap_or(&[]), "process.args")?,
+            env: cstrings(process.env().as_deref().unwrap_or(&[]), "process.env")?,
+            program: None,
+        };
+        if ctx.args.is_empty() {
+            return Err(Error::invalid(
+                "process.args: must have at least one element",
+            ));
+        }
+        Ok(ctx)
+    }
+}
+
 /// What runs in the container once it is set up: the executor seam.
 ///
 /// In the init process, in this order: `load` once the rootfs is the container's `/` (still
@@ -241,24 +266,7 @@ pub fn spawn_init(cfg: InitConfig<'_>, events: &mut dyn InitEvents) -> Result<Pi
         Some(c) => Some(CapabilitySets::from_spec(c)?),
         None => None,
     };
-    let cstrings = |v: &[String], field: &str| -> Result<Vec<CString>> {
-        v.iter()
-            .map(|s| {
-                CString::new(s.as_bytes())
-                    .map_err(|_| Error::invalid(format!("{field}: {s:?} contains a NUL byte")))
-            })
-            .collect()
-    };
-    let mut ctx = ExecContext {
-        args: cstrings(process.args().as_deref().unwrap_or(&[]), "process.args")?,
-        env: cstrings(process.env().as_deref().unwrap_or(&[]), "process.env")?,
-        program: None,
-    };
-    if ctx.args.is_empty() {
-        return Err(Error::invalid(
-            "process.args: must have at least one element",
-        ));
-    }
+    let mut ctx = ExecContext::from_process(process)?;
 
     // Bound here, in the runtime's own namespaces and with its privileges: the init may not be
     // able to reach the state directory once it is in a user namespace.
