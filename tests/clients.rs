@@ -3,6 +3,12 @@
 //! our binary (`ctr run --runc-binary <our binary>`). The image is built locally from the
 //! busybox fixture rootfs (no network).
 //!
+//! WebAssembly: podman runs images whose only file is `/app/<program>.wasm` (a committed
+//! program of `wasm-examples/bin`, `podman import`ed with that ENTRYPOINT) with no annotation
+//! and no flag (our runtime sniffs `\0asm`; podman drops image annotations) and with
+//! `--annotation run.oci.handler=wasm`. Our compile cache is pointed into the test's
+//! directory by a wrapper that sets `POUCH_WASM_CACHE` (`Podman::wasm_runtime`).
+//!
 //! Every test owns a temporary directory (podman's storage and config, or containerd's root,
 //! state and socket) and unique cgroups under `/pouch-test/`. A guard checks, when the test
 //! body is done, that the clients and our runtime left nothing behind (containers, runtime
@@ -493,7 +499,7 @@ impl Podman {
 
     /// Also saves the image as an oci-archive at `archive` (for containerd).
     fn with_archive(archive: Option<&Path>) -> Podman {
-        require_tools(&["podman", "conmon", "bash", "findmnt"]);
+        require_tools(&["podman", "conmon", "bash", "findmnt", "tar"]);
         let rootfs = busybox_rootfs();
         let (dir, path) = temp_dir(&std::env::temp_dir(), "pouch-pm.");
         let mut p = Podman {
@@ -565,11 +571,25 @@ impl Podman {
 
     /// `podman run --rm --cgroup-parent=<ours> --cidfile F IMAGE ARGS...`; records the id.
     fn run_rm(&mut self, runtime: &Path, args: &[&str]) -> Output {
+        self.run_rm_image(runtime, &[], IMAGE, args)
+    }
+
+    /// `podman run --rm --cgroup-parent=<ours> --cidfile F OPTIONS... IMAGE ARGS...`;
+    /// records the id.
+    fn run_rm_image(
+        &mut self,
+        runtime: &Path,
+        options: &[&str],
+        image: &str,
+        args: &[&str],
+    ) -> Output {
         self.cids += 1;
         let cidfile = self.path.join(format!("cid-{}", self.cids));
         let parent = format!("--cgroup-parent={}", self.cgroup_parent);
         let cidarg = format!("--cidfile={}", cidfile.display());
-        let mut argv = vec!["run", "--rm", &parent, &cidarg, IMAGE];
+        let mut argv = vec!["run", "--rm", &parent, &cidarg];
+        argv.extend_from_slice(options);
+        argv.push(image);
         argv.extend_from_slice(args);
         let o = self.podman(runtime, &argv);
         if let Ok(id) = fs::read_to_string(&cidfile) {
@@ -586,15 +606,24 @@ impl Podman {
     /// `podman run -d --cgroup-parent=<ours> OPTIONS... IMAGE ARGS...` through the argv
     /// logger; the id.
     fn run_detached_with(&mut self, options: &[&str], args: &[&str]) -> String {
+        let logger = self.logger.clone();
+        self.run_detached_image(&logger, options, IMAGE, args)
+    }
+
+    /// `podman --runtime RUNTIME run -d --cgroup-parent=<ours> OPTIONS... IMAGE ARGS...`; the id.
+    fn run_detached_image(
+        &mut self,
+        runtime: &Path,
+        options: &[&str],
+        image: &str,
+        args: &[&str],
+    ) -> String {
         let parent = format!("--cgroup-parent={}", self.cgroup_parent);
         let mut argv = vec!["run", "-d", &parent];
         argv.extend_from_slice(options);
-        argv.push(IMAGE);
+        argv.push(image);
         argv.extend_from_slice(args);
-        let id = self
-            .podman_ok(&self.logger.clone(), &argv)
-            .trim()
-            .to_owned();
+        let id = self.podman_ok(runtime, &argv).trim().to_owned();
         assert_eq!(id.len(), 64, "podman run -d printed {id:?}, not an id");
         self.ids.push(id.clone());
         id
@@ -609,6 +638,75 @@ impl Podman {
     /// The cgroup our runtime gives a podman container (cgroupfs manager).
     fn container_cgroup(&self, id: &str) -> String {
         format!("{}/libpod-{id}", self.cgroup_parent)
+    }
+
+    /// `podman import` (no network) of a rootfs that holds only `/app/PROGRAM`, a committed
+    /// program of `wasm-examples/bin`, with `ENTRYPOINT ["/app/PROGRAM"]`, as
+    /// `localhost/pouch-wasm-<stem>:latest`; returns that name. The file is mode 0644, as a
+    /// `.wasm` in a layer often is: dispatch reads its first bytes, not its mode.
+    fn import_wasm_image(&self, program: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let stem = program.strip_suffix(".wasm").unwrap_or(program);
+        let name = format!("localhost/pouch-wasm-{stem}:latest");
+        let rootfs = self.path.join(format!("wasm-rootfs-{stem}"));
+        let app = rootfs.join("app");
+        fs::create_dir_all(&app).unwrap();
+        let file = app.join(program);
+        fs::copy(wasm_example(program), &file).unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644)).unwrap();
+        let tar = self.path.join(format!("wasm-rootfs-{stem}.tar"));
+        ok(Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
+            .arg(&tar)
+            .arg("."));
+        let entrypoint = format!("ENTRYPOINT [\"/app/{program}\"]");
+        self.podman_ok(
+            &self.logger,
+            &[
+                "import",
+                "--quiet",
+                "--change",
+                &entrypoint,
+                "--message",
+                "pouch test wasm image",
+                tar.to_str().unwrap(),
+                &name,
+            ],
+        );
+        name
+    }
+
+    /// A runtime for the wasm tests: a wrapper named `pouch-runtime` (for
+    /// `runtime_supports_json`) that sets `POUCH_WASM_CACHE=<statedir>/wasm-cache` and execs
+    /// the argv logger. Neither conmon (`create`) nor podman (`start`, `kill`, `delete`)
+    /// passes podman's environment through to the runtime, so the variable is baked in
+    /// here; the cache goes away with the state directory. Returns (wrapper, cache dir).
+    fn wasm_runtime(&self) -> (PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.path.join("wasm-bin");
+        let cache = self.path.join("wasm-cache");
+        let wrapper = dir.join("pouch-runtime");
+        let (c, l) = (
+            cache.display().to_string(),
+            self.logger.display().to_string(),
+        );
+        assert!(
+            !c.contains('\'') && !l.contains('\''),
+            "paths with quotes: {c} {l}"
+        );
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\n# pouch-runtime with a private wasm compile cache (tests/clients.rs)\n\
+                 POUCH_WASM_CACHE='{c}'\nexport POUCH_WASM_CACHE\nexec '{l}' \"$@\"\n"
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
+        (wrapper, cache)
     }
 
     /// What the test left behind (checked before any cleanup), then cleanup, then what even
@@ -693,6 +791,31 @@ impl Drop for Podman {
             );
         }
     }
+}
+
+/// A committed program of `wasm-examples/bin` (no wasm toolchain needed).
+fn wasm_example(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("wasm-examples/bin")
+        .join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: the example programs are committed (see wasm-examples/README.md)",
+        p.display()
+    );
+    p
+}
+
+/// The compiled entries (`*.cwasm`) in a wasm compile cache directory.
+fn cache_entries(cache: &Path) -> Vec<PathBuf> {
+    fs::read_dir(cache)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// After cleanup: no cgroup, process or mount may remain. Processes still naming the test's
@@ -1049,6 +1172,182 @@ fn podman_pause_and_unpause() {
         ],
         "podman's calls: {calls:#?}"
     );
+}
+
+// ----------------------------------------------------------------------------------------
+// podman with a WebAssembly image
+// ----------------------------------------------------------------------------------------
+
+/// What `hello.wasm a b --exit 3` prints on stdout with `POUCH_FROM=podman` in its env.
+const HELLO_OUT: &str = "hello from wasm\narg[0]=/app/hello.wasm\narg[1]=a\narg[2]=b\n\
+                         arg[3]=--exit\narg[4]=3\nenv POUCH_FROM=podman\n";
+
+/// Runs the hello image with `OPTIONS` through `runtime` and checks what the guest printed,
+/// its exit code and podman's calls. Returns the container's id.
+fn run_wasm_hello(p: &mut Podman, runtime: &Path, image: &str, options: &[&str]) -> String {
+    let mut opts = vec!["-e", "POUCH_FROM=podman"];
+    opts.extend_from_slice(options);
+    let o = p.run_rm_image(runtime, &opts, image, &["a", "b", "--exit", "3"]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "podman run {options:?} {image} a b --exit 3 returns the guest's exit code\n\
+         stdout: {out}\nstderr: {err}"
+    );
+    assert_eq!(out, HELLO_OUT, "the guest's stdout (stderr: {err})");
+    assert_eq!(
+        err, "to stderr\n",
+        "the guest's stderr, apart from its stdout"
+    );
+    let id = p.ids.last().cloned().expect("podman wrote no --cidfile");
+    let calls = logged_calls(&p.argv_log, &id);
+    assert!(
+        calls.len() == 3
+            && calls[0].starts_with("create --bundle ")
+            && calls[1] == format!("start {id}")
+            && calls[2] == format!("delete --force {id}"),
+        "podman's calls: {calls:#?}"
+    );
+    id
+}
+
+/// (inode, mtime) of the only entry of a compile cache.
+fn only_cache_entry(cache: &Path) -> (u64, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let entries = cache_entries(cache);
+    assert_eq!(
+        entries.len(),
+        1,
+        "one compiled module in {} (POUCH_WASM_CACHE of the wrapper): {entries:?}",
+        cache.display()
+    );
+    let m = fs::metadata(&entries[0]).unwrap();
+    (m.ino(), m.modified().unwrap())
+}
+
+#[test]
+fn podman_runs_a_wasm_image_with_no_flag() {
+    let mut p = Podman::new();
+    let image = p.import_wasm_image("hello.wasm");
+    let (runtime, cache) = p.wasm_runtime();
+    // No annotation and no flag: podman drops image annotations, so our runtime decides by
+    // the first bytes of /app/hello.wasm (\0asm).
+    run_wasm_hello(&mut p, &runtime, &image, &[]);
+    // `create` compiled it into the cache the wrapper names.
+    let entry = only_cache_entry(&cache);
+    // A second container of the same image is a cache hit: the entry is not rewritten.
+    run_wasm_hello(&mut p, &runtime, &image, &[]);
+    assert_eq!(
+        only_cache_entry(&cache),
+        entry,
+        "the second run rewrote the cache entry instead of loading it"
+    );
+}
+
+#[test]
+fn podman_runs_a_wasm_image_with_the_handler_annotation() {
+    let mut p = Podman::new();
+    let image = p.import_wasm_image("hello.wasm");
+    let (runtime, cache) = p.wasm_runtime();
+    run_wasm_hello(
+        &mut p,
+        &runtime,
+        &image,
+        &["--annotation", "run.oci.handler=wasm"],
+    );
+    only_cache_entry(&cache);
+}
+
+#[test]
+fn podman_wasm_handler_on_a_native_image_fails_clearly() {
+    let mut p = Podman::new();
+    let (runtime, cache) = p.wasm_runtime();
+    let o = p.run_rm_image(
+        &runtime,
+        &["--annotation", "run.oci.handler=wasm"],
+        IMAGE,
+        &["echo", "hi"],
+    );
+    let err = text(&o.stderr);
+    // Podman's exit code for an OCI runtime error it has no special case for.
+    assert_eq!(
+        o.status.code(),
+        Some(126),
+        "stdout: {}\nstderr: {err}",
+        text(&o.stdout)
+    );
+    assert_eq!(text(&o.stdout), "", "nothing may run");
+    assert!(
+        err.contains(
+            "run.oci.handler=wasm: process.args[0] echo is not a wasm binary: \
+             /bin/echo starts with 7f 45 4c 46 (an ELF executable)"
+        ),
+        "podman should show our error: {err}"
+    );
+    // The create failed (podman read our error from --log) and was cleaned up; nothing was
+    // compiled.
+    let id = p.ids.last().cloned().expect("podman wrote no --cidfile");
+    let calls = logged_calls(&p.argv_log, &id);
+    assert!(
+        calls.len() == 2
+            && calls[0].starts_with("create --bundle ")
+            && calls[1] == format!("delete --force {id}"),
+        "podman's calls: {calls:#?}"
+    );
+    assert!(cache_entries(&cache).is_empty(), "{}", cache.display());
+}
+
+#[test]
+fn podman_stops_a_detached_wasm_container() {
+    let mut p = Podman::new();
+    let image = p.import_wasm_image("sleep.wasm");
+    let (runtime, _cache) = p.wasm_runtime();
+    // sleep.wasm prints "sleeping 1000", then waits in a WASI host call.
+    let id = p.run_detached_image(&runtime, &[], &image, &[]);
+    assert_eq!(p.inspect(&id, "{{.State.Status}}"), "running");
+    let pid: i64 = p.inspect(&id, "{{.State.Pid}}").parse().unwrap();
+    assert!(pid > 0);
+    assert_in_cgroup(pid, &p.container_cgroup(&id));
+    let t = Instant::now();
+    loop {
+        let logs = p.podman_ok(&p.logger, &["logs", &id]);
+        if logs.contains("sleeping 1000") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the guest did not print \"sleeping 1000\" within 10 s: {logs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    p.podman_ok(&runtime, &["stop", "-t", "1", &id]);
+    // SIGTERM ends the guest with 128+15; 137 if podman had to follow up with SIGKILL.
+    let code = p.inspect(&id, "{{.State.ExitCode}}");
+    eprintln!("podman stop -t 1 of the sleeping guest: exit code {code}");
+    let calls = logged_calls(&p.argv_log, &id);
+    let expected: Vec<String> = match code.as_str() {
+        "143" => vec![
+            format!("start {id}"),
+            format!("kill {id} 15"),
+            format!("delete --force {id}"),
+        ],
+        "137" => vec![
+            format!("start {id}"),
+            format!("kill {id} 15"),
+            format!("kill {id} 9"),
+            format!("delete --force {id}"),
+        ],
+        other => panic!("podman stop -t 1: exit code {other}, not 143 or 137; calls: {calls:#?}"),
+    };
+    assert_eq!(
+        calls.get(1..).unwrap_or_default(),
+        expected,
+        "podman's calls (exit code {code}): {calls:#?}"
+    );
+    assert!(process_gone(pid), "the guest {pid} survived podman stop");
+    assert!(cgroup_left(&p.container_cgroup(&id)).is_empty());
+    p.podman_ok(&runtime, &["rm", &id]);
 }
 
 // ----------------------------------------------------------------------------------------

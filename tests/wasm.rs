@@ -322,5 +322,8 @@ fn a_time_limit_annotation_stops_the_guest() {
     w.b.spec["annotations"] = json!({"pouch.wasm/timeout": "soon"});
     let (code, _, err) = w.run();
     assert_ne!(code, 0);
-    assert!(err.contains("pouch.wasm/timeout") && err.contains("soon"), "{err}");
+    assert!(
+        err.contains("pouch.wasm/timeout") && err.contains("soon"),
+        "{err}"
+    );
 }
