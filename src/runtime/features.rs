@@ -84,7 +84,11 @@ pub fn features() -> Value {
             "mountExtensions": {"idmap": {"enabled": false}}
         },
         "annotations": {
-            "io.github.pouch.runtime.version": env!("CARGO_PKG_VERSION")
+            "io.github.pouch.runtime.version": env!("CARGO_PKG_VERSION"),
+            "io.github.pouch.wasm.engine": "wasmtime 48.0.8 (WASI preview 1 modules, preview 2 components)",
+            "run.oci.handler": "wasm, wasmtime, wasm-smart (anything else: native)",
+            "module.wasm.image/variant": "compat, compat-smart",
+            "pouch.wasm/timeout": "a duration after which a wasm guest is stopped (exit 124)"
         }
     })
 }
