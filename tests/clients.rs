@@ -775,21 +775,7 @@ impl Podman {
 
 impl Drop for Podman {
     fn drop(&mut self) {
-        let problems = self.check_and_clean();
-        if std::thread::panicking() {
-            if !problems.is_empty() {
-                eprintln!(
-                    "podman cleanup after the failure:\n  {}",
-                    problems.join("\n  ")
-                );
-            }
-        } else {
-            assert!(
-                problems.is_empty(),
-                "podman test left things behind:\n  {}",
-                problems.join("\n  ")
-            );
-        }
+        report_cleanup("podman", self.check_and_clean());
     }
 }
 
@@ -1534,21 +1520,7 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let problems = self.check_and_clean();
-        if std::thread::panicking() {
-            if !problems.is_empty() {
-                eprintln!(
-                    "containerd cleanup after the failure:\n  {}",
-                    problems.join("\n  ")
-                );
-            }
-        } else {
-            assert!(
-                problems.is_empty(),
-                "containerd test left things behind:\n  {}",
-                problems.join("\n  ")
-            );
-        }
+        report_cleanup("containerd", self.check_and_clean());
     }
 }
 
@@ -1928,4 +1900,23 @@ fn containerd_task_pause_resume_and_metrics() {
         ],
         "the shim's calls: {calls:#?}"
     );
+}
+
+/// After a test: what its guard found left behind fails the test, or, when the test failed
+/// already, is printed next to that failure.
+fn report_cleanup(kind: &str, problems: Vec<String>) {
+    if std::thread::panicking() {
+        if !problems.is_empty() {
+            eprintln!(
+                "{kind} cleanup after the failure:\n  {}",
+                problems.join("\n  ")
+            );
+        }
+    } else {
+        assert!(
+            problems.is_empty(),
+            "{kind} test left things behind:\n  {}",
+            problems.join("\n  ")
+        );
+    }
 }

@@ -152,14 +152,7 @@ fn run_forwards_signals_to_the_container() {
 #[test]
 fn detached_run_list_and_kill_all() {
     let b = Bundle::new(&["sh", "-c", "sleep 1000 & sleep 1000 & wait"]);
-    b.write();
-    stdout_ok(b.rt(&[
-        "run",
-        "-d",
-        "--bundle",
-        b.dir.path().to_str().unwrap(),
-        &b.id,
-    ]));
+    b.run_detached();
     assert_eq!(b.state()["status"], "running");
     let q = stdout_ok(b.rt(&["list", "-q"]));
     assert_eq!(q.trim(), b.id);
@@ -516,14 +509,7 @@ fn realtime_signals_by_number_and_name() {
         "for s in 34 35 37 63; do trap \"echo $s >> /tmp/got\" $s; done; : > /tmp/ready; \
          while true; do sleep 0.02; done",
     ]);
-    b.write();
-    stdout_ok(b.rt(&[
-        "run",
-        "-d",
-        "--bundle",
-        b.dir.path().to_str().unwrap(),
-        &b.id,
-    ]));
+    b.run_detached();
     let pid = b.state()["pid"].as_i64().unwrap();
     let file = |name: &str| format!("/proc/{pid}/root/tmp/{name}");
     let t = Instant::now();

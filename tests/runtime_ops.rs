@@ -14,14 +14,7 @@ fn counter() -> Bundle {
         "-c",
         "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.02; done",
     ]);
-    b.write();
-    stdout_ok(b.rt(&[
-        "run",
-        "-d",
-        "--bundle",
-        b.dir.path().to_str().unwrap(),
-        &b.id,
-    ]));
+    b.run_detached();
     b
 }
 
@@ -172,14 +165,7 @@ fn exec_joins_the_containers_namespaces_cgroup_and_security() {
     b.spec["hostname"] = serde_json::json!("exec-box");
     b.spec["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]});
-    b.write();
-    stdout_ok(b.rt(&[
-        "run",
-        "-d",
-        "--bundle",
-        b.dir.path().to_str().unwrap(),
-        &b.id,
-    ]));
+    b.run_detached();
     let init = b.state()["pid"].as_i64().unwrap();
     let o = b.rt(&["exec", &b.id, "sh", "-c",
         "hostname; readlink /proc/1/exe; readlink /proc/self/ns/pid; readlink /proc/self/ns/mnt; \
@@ -286,14 +272,7 @@ fn exec_joins_the_containers_namespaces_cgroup_and_security() {
 fn with_process_in_child_cgroup() -> (Bundle, i64) {
     let mut b = Bundle::new(&["sleep", "1000"]);
     b.without_pid_namespace();
-    b.write();
-    stdout_ok(b.rt(&[
-        "run",
-        "-d",
-        "--bundle",
-        b.dir.path().to_str().unwrap(),
-        &b.id,
-    ]));
+    b.run_detached();
     let pf = b.dir.path().join("exec.pid");
     stdout_ok(b.rt(&[
         "exec",

@@ -140,14 +140,7 @@ fn console_socket_receives_the_terminal_master() {
 fn exec_with_a_terminal() {
     let mut b = Bundle::new(&["sleep", "1000"]);
     b.spec["hostname"] = json!("tty-box");
-    b.write();
-    stdout_ok(b.rt(&[
-        "run",
-        "-d",
-        "--bundle",
-        b.dir.path().to_str().unwrap(),
-        &b.id,
-    ]));
+    b.run_detached();
     let (master, slave) = pty(21, 77);
     let mut child = spawn_on_pty(b.cmd().args(["exec", "-t", &b.id, "sh"]), &slave);
     drop(slave);

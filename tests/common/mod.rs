@@ -122,6 +122,18 @@ impl Bundle {
         );
     }
 
+    /// `run -d --bundle <dir> <id>` after writing config.json (asserting success).
+    pub fn run_detached(&self) {
+        self.write();
+        stdout_ok(self.rt(&[
+            "run",
+            "-d",
+            "--bundle",
+            self.dir.path().to_str().unwrap(),
+            &self.id,
+        ]));
+    }
+
     /// `run --bundle <dir> <id>`: (exit code, stdout, stderr).
     pub fn run(&self) -> (i32, String, String) {
         self.write();
