@@ -10,7 +10,8 @@ set -euo pipefail
 # One package a line, with why we need it.
 PACKAGES=(
     build-essential        # cc as the Rust linker, libc headers
-    pkg-config             # finds libseccomp for the build
+    pkg-config             # finds libseccomp and OpenSSL for the build
+    libssl-dev             # TLS for registry pulls (oci-client through native-tls)
     libseccomp-dev         # seccomp (libseccomp) for native-runner
     busybox-static         # /bin/busybox: the test rootfs (tests/fixtures/make-busybox-rootfs.sh)
     runc                   # reference runtime: tests, benchmarks
@@ -32,6 +33,10 @@ PACKAGES=(
     hyperfine              # benchmarks
     time                   # /usr/bin/time -v for CPU/RSS in benchmarks
     ca-certificates
+    docker-registry        # distribution 2.8 registry: local pull tests (tests/support/registry.sh)
+    apache2-utils          # htpasswd -B: bcrypt credentials for the auth registry
+    curl                   # registry HTTP API: readiness, manifest checks, artifact push
+    jq                     # reads OCI layout JSON in tests/support/push-test-images.sh
 )
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
@@ -82,7 +87,8 @@ fi
 
 # Verify the binaries the scripts rely on really exist now.
 for bin in /bin/busybox runc crun podman conmon containerd ctr containerd-shim-runc-v2 \
-           skopeo unshare nsenter script findmnt mountpoint ip hyperfine /usr/bin/time pkg-config cc; do
+           skopeo unshare nsenter script findmnt mountpoint ip hyperfine /usr/bin/time pkg-config cc \
+           docker-registry htpasswd curl jq; do
     command -v "$bin" >/dev/null 2>&1 || [ -x "$bin" ] || die "'$bin' still missing after install"
 done
 pkg-config --exists libseccomp || die "pkg-config cannot find libseccomp after install"

@@ -5,6 +5,7 @@
 //! the runtime's logging ([`logging`]). The `pouch-runtime` binary is a thin CLI over it.
 
 pub mod dispatch;
+pub mod image;
 pub mod logging;
 pub mod runtime;
 pub mod spec;

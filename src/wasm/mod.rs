@@ -140,6 +140,29 @@ pub fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
     format!("{}-{:016x}", sha256_hex(bytes), h.finish())
 }
 
+/// Compiles `bytes` (a core module or a component, told apart by the preamble) into `cache`
+/// unless an entry is already there, with the same engine settings the executor uses: the
+/// next container that runs this module loads the artifact instead of compiling. Returns
+/// whether it compiled.
+pub fn precompile(cache: &CompileCache, bytes: &[u8]) -> Result<bool, String> {
+    let engine = engine().map_err(|e| format!("wasmtime engine: {e:#}"))?;
+    let key = cache_key(&engine, bytes);
+    if cache.get(&key).is_some() {
+        return Ok(false);
+    }
+    let component = bytes.get(4..8) == Some(&[0x0d, 0x00, 0x01, 0x00]);
+    let art = if component {
+        engine.precompile_component(bytes)
+    } else {
+        engine.precompile_module(bytes)
+    }
+    .map_err(|e| format!("precompile wasm module: {e:#}"))?;
+    cache
+        .put(&key, &art)
+        .map_err(|e| format!("write wasm cache entry {key}: {e}"))?;
+    Ok(true)
+}
+
 fn err(e: impl std::fmt::Display) -> native_runner::Error {
     native_runner::Error::invalid(e)
 }
