@@ -379,7 +379,7 @@ fn run(cli: Cli) -> Result<()> {
                 Some(p) => path = p.clone(),
                 None => {
                     // Archives need a file to read; spool stdin.
-                    let t = tempfile_in(&cli.data_root.join("ingest"))?;
+                    let t = tempfile_in(&cli.data_root.join("tmp"))?;
                     let mut f = std::fs::File::create(&t.0)?;
                     std::io::copy(&mut std::io::stdin().lock(), &mut f)?;
                     path = t.0.clone();
