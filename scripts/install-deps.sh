@@ -10,8 +10,7 @@ set -euo pipefail
 # One package a line, with why we need it.
 PACKAGES=(
     build-essential        # cc as the Rust linker, libc headers
-    pkg-config             # finds libseccomp and OpenSSL for the build
-    libssl-dev             # TLS for registry pulls (oci-client through native-tls)
+    pkg-config             # finds libseccomp for the build
     libseccomp-dev         # seccomp (libseccomp) for native-runner
     busybox-static         # /bin/busybox: the test rootfs (tests/fixtures/make-busybox-rootfs.sh)
     runc                   # reference runtime: tests, benchmarks

@@ -6,6 +6,7 @@ use super::pull::PullError;
 /// Checks `creds` against `registry` (`GET /v2/` with basic auth, or the bearer-token flow
 /// the registry asks for). `insecure` allows plain HTTP and unverified TLS.
 pub async fn check(registry: &str, creds: &Credentials, insecure: bool) -> Result<(), PullError> {
+    super::pull::init_tls();
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(insecure)
         .connect_timeout(std::time::Duration::from_secs(15))

@@ -200,9 +200,22 @@ pub struct Registry {
     auth: RegistryAuth,
     reference: ImageRef,
     insecure: bool,
+    parallel: usize,
+    http: bool,
+    switched: bool,
+}
+
+/// Installs rustls' crypto provider (ring) once per process; reqwest needs one before it
+/// builds a client.
+pub fn init_tls() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 fn client_for(insecure: bool, http: bool, parallel: usize) -> Client {
+    init_tls();
     Client::new(ClientConfig {
         protocol: if http {
             ClientProtocol::Http
@@ -210,7 +223,6 @@ fn client_for(insecure: bool, http: bool, parallel: usize) -> Client {
             ClientProtocol::Https
         },
         accept_invalid_certificates: insecure,
-        accept_invalid_hostnames: insecure,
         platform_resolver: None,
         max_concurrent_download: parallel.max(1),
         max_concurrent_upload: parallel.max(1),
@@ -248,11 +260,18 @@ impl Registry {
             Some(c) => RegistryAuth::Basic(c.username, c.password),
             None => RegistryAuth::Anonymous,
         };
+        // Plain HTTP on loopback is no exposure, and it is what local registries speak: try it
+        // first there (saving a failed TLS handshake); other insecure registries get HTTPS
+        // first, as in Docker.
+        let http = reference.is_loopback_registry();
         Ok(Registry {
-            client: client_for(insecure, false, opts.parallel),
+            client: client_for(insecure, http, opts.parallel),
             auth,
             reference: reference.clone(),
             insecure,
+            parallel: opts.parallel,
+            http,
+            switched: false,
         })
     }
 
@@ -271,11 +290,29 @@ impl Registry {
         let r = reference.to_client();
         let op = oci_client::RegistryOperation::Push;
         let mut res = self.client.auth(&r, &self.auth, op).await;
-        if res.is_err() && self.insecure {
-            self.client = client_for(true, true, 4);
-            res = self.client.auth(&r, &self.auth, op).await;
+        if let Err(oci_client::errors::OciDistributionError::RequestError(_)) = &res {
+            if self.switch_scheme() {
+                res = self.client.auth(&r, &self.auth, op).await;
+            }
         }
         res.map(|_| ()).map_err(|e| self.map_err(e, "authenticate"))
+    }
+
+    /// For an insecure registry, once: the other scheme (HTTP after HTTPS failed, or HTTPS
+    /// after HTTP failed). Whether it switched.
+    fn switch_scheme(&mut self) -> bool {
+        if !self.insecure || self.switched {
+            return false;
+        }
+        self.switched = true;
+        self.http = !self.http;
+        tracing::debug!(
+            registry = %self.reference.registry,
+            "request failed; trying {} (insecure registry)",
+            if self.http { "plain HTTP" } else { "HTTPS" }
+        );
+        self.client = client_for(true, self.http, self.parallel);
+        true
     }
 
     /// Turns a client error into ours (401 becomes a credentials hint).
@@ -310,7 +347,7 @@ impl Registry {
     }
 
     /// Fetches a manifest or index (raw bytes, verified against `expected` if given).
-    /// For an insecure registry a failed HTTPS attempt falls back to plain HTTP, once.
+    /// For an insecure registry a failed attempt is retried once with the other scheme.
     pub async fn fetch_manifest(
         &mut self,
         reference: &ImageRef,
@@ -322,9 +359,7 @@ impl Registry {
             .pull_manifest_raw(&r, &self.auth, manifest::MANIFEST_ACCEPT)
             .await;
         if let Err(oci_client::errors::OciDistributionError::RequestError(_)) = &res {
-            if self.insecure {
-                tracing::debug!(registry = %reference.registry, "HTTPS failed; trying plain HTTP (insecure registry)");
-                self.client = client_for(true, true, 4);
+            if self.switch_scheme() {
                 res = self
                     .client
                     .pull_manifest_raw(&r, &self.auth, manifest::MANIFEST_ACCEPT)
