@@ -4,6 +4,7 @@
 //! state machine ([`runtime`]) with one file per verb, the bundle/spec handling ([`spec`]) and
 //! the runtime's logging ([`logging`]). The `pouch-runtime` binary is a thin CLI over it.
 
+pub mod container;
 pub mod dispatch;
 pub mod image;
 pub mod logging;

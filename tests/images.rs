@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,120 +19,7 @@ fn pouch_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pouch")
 }
 
-fn support(script: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/support")
-        .join(script)
-}
-
-fn sh(cmd: &mut Command) -> String {
-    let o = common::run_captured(cmd);
-    assert!(
-        o.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A registry started by registry.sh; stopped (and its state removed) on drop.
-struct Registry {
-    state: PathBuf,
-    addr: String,
-}
-
-impl Registry {
-    fn start(auth: Option<&str>) -> Registry {
-        let state = Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("registry"));
-        let mut c = Command::new("bash");
-        c.arg(support("registry.sh")).arg("start").arg(&state);
-        if let Some(a) = auth {
-            c.args(["--auth", a]);
-        }
-        let addr = sh(&mut c).trim().to_string();
-        Registry { state, addr }
-    }
-
-    fn stop(&self) {
-        let _ = common::run_captured(
-            Command::new("bash")
-                .arg(support("registry.sh"))
-                .arg("stop")
-                .arg(&self.state),
-        );
-        let _ = std::fs::remove_dir_all(&self.state);
-    }
-
-    fn push(&self, images: &Path, creds: Option<&str>) -> HashMap<String, String> {
-        let mut c = Command::new("bash");
-        c.arg(support("push-test-images.sh"))
-            .arg(images)
-            .arg(&self.addr);
-        if let Some(cr) = creds {
-            c.args(["--creds", cr]);
-        }
-        sh(&mut c)
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(a, b)| (a.to_string(), b.trim().to_string()))
-            .collect()
-    }
-
-    /// The blob's data file in the registry's own storage.
-    fn blob_file(&self, digest: &str) -> PathBuf {
-        let hex = digest.trim_start_matches("sha256:");
-        self.state.join(format!(
-            "storage/docker/registry/v2/blobs/sha256/{}/{hex}/data",
-            &hex[..2]
-        ))
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-struct Fixture {
-    images: PathBuf,
-    plain: Registry,
-    auth: Registry,
-    pushed: HashMap<String, String>,
-}
-
-const USER: &str = "pouchtest";
-const PASS: &str = "s3cret-pw";
-
-/// The registries every test shares, started once; stopped when the test process exits.
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let images = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-images");
-        sh(Command::new("bash")
-            .arg(support("make-test-images.sh"))
-            .arg(&images));
-        let plain = Registry::start(None);
-        let auth = Registry::start(Some(&format!("{USER}:{PASS}")));
-        extern "C" fn stop_all() {
-            if let Some(f) = F.get() {
-                f.plain.stop();
-                f.auth.stop();
-            }
-        }
-        // SAFETY: registering a plain extern "C" function with no captured state.
-        unsafe { libc::atexit(stop_all) };
-        let pushed = plain.push(&images, None);
-        auth.push(&images, Some(&format!("{USER}:{PASS}")));
-        Fixture {
-            images,
-            plain,
-            auth,
-            pushed,
-        }
-    })
-}
+use common::registry::{fixture, sh, support, Registry, PASS, USER};
 
 /// A private data root plus private auth files for one test.
 struct Store {

@@ -689,6 +689,26 @@ impl Cgroup {
         first_err.map_or(Ok(()), Err)
     }
 
+    /// How many processes of this cgroup the OOM killer ended (`oom_kill` of v1's
+    /// `memory.oom_control`, or of v2's `memory.events`); 0 when the host does not say.
+    pub fn oom_kills(&self) -> u64 {
+        let file = match self.v1_dir("memory") {
+            Some(dir) => dir.join("memory.oom_control"),
+            None => match &self.unified {
+                Some(u) => u.dir.join("memory.events"),
+                None => return 0,
+            },
+        };
+        fs::read_to_string(file)
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill "))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// Reads memory usage and limit, CPU time and task count (v1 controllers first, else v2).
     pub fn stats(&self) -> Result<Stats> {
         let mut s = Stats::default();

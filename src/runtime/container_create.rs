@@ -90,7 +90,7 @@ impl Runtime {
     ///
     /// With `own_terminal`, a container whose spec asks for a terminal gets one whose master
     /// is returned (for a foreground `run` without `--console-socket`).
-    pub(crate) fn create_with_console(
+    pub fn create_with_console(
         &self,
         id: &str,
         opts: &CreateOptions,

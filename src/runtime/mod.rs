@@ -29,7 +29,7 @@ pub mod state;
 
 pub use container_create::CreateOptions;
 pub use container_exec::ExecOptions;
-pub use container_run::RunOptions;
+pub use container_run::{exit_code, RunOptions};
 pub use error::Error;
 pub use state::{ContainerRecord, ContainerState, Status};
 

@@ -2,6 +2,8 @@
 //! private state root and an absolute, unique cgroup path, and the `pouch-runtime` binary.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};

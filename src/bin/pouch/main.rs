@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+
+mod containers;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -47,8 +48,22 @@ struct TlsArgs {
     creds: Option<Credentials>,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    #[command(flatten)]
+    Container(containers::ContainerCmd),
+    /// Show the version of pouch and of its parts.
+    Version,
+    /// Show how this host runs containers (cgroups, runtime, store, wasm).
+    Info,
+    /// The per-container monitor (started by run/start; not for direct use).
+    #[command(name = "__monitor", hide = true)]
+    Monitor {
+        /// Container id.
+        id: String,
+    },
     /// Download an image (and its layers, unpacked) from a registry.
     Pull {
         /// Image reference: [registry/]repository[:tag][@digest].
@@ -109,11 +124,17 @@ enum Cmd {
         #[arg(long)]
         digests: bool,
     },
-    /// Show an image's details as JSON.
+    /// Show details of containers or images as JSON.
     Inspect {
-        /// Images (names or ID prefixes).
+        /// Containers or images (names or ID prefixes; containers first).
         #[arg(required = true)]
-        images: Vec<String>,
+        objects: Vec<String>,
+        /// Format each with a Go-template, e.g. '{{.State.ExitCode}}'.
+        #[arg(short, long)]
+        format: Option<String>,
+        /// Only look at images, or only at containers.
+        #[arg(long = "type", value_parser = ["container", "image"])]
+        kind: Option<String>,
     },
     /// Load images from an OCI archive or a docker-archive (tar, optionally gzip/zstd).
     Load {
@@ -181,8 +202,12 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum SystemCmd {
-    /// Remove blobs, snapshots and partial downloads that no image uses.
-    Prune,
+    /// Remove stopped containers, then blobs, snapshots and partial downloads no image uses.
+    Prune {
+        /// Accepted for Docker compatibility (pouch does not ask).
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Show how much space the store uses.
     Df,
 }
@@ -211,8 +236,30 @@ fn load_config() -> Result<Config> {
     }
 }
 
-fn main() -> ExitCode {
+fn main() {
     let cli = Cli::parse();
+    if let Cmd::Monitor { id } = &cli.cmd {
+        // The monitor's stderr is the container's forwarded stderr: its own messages go to
+        // monitor.log in the container's directory.
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(
+            cli.data_root
+                .join("containers")
+                .join(id)
+                .join("monitor.log"),
+        );
+        if let Ok(f) = log {
+            let _ = tracing_subscriber::fmt()
+                .with_writer(std::sync::Mutex::new(f))
+                .with_max_level(if cli.debug {
+                    tracing::Level::DEBUG
+                } else {
+                    tracing::Level::INFO
+                })
+                .with_ansi(false)
+                .try_init();
+        }
+        std::process::exit(containers::monitor(&cli.data_root, id));
+    }
     if cli.debug {
         let _ = tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
@@ -226,13 +273,21 @@ fn main() -> ExitCode {
             .without_time()
             .try_init();
     }
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("Error: {e:#}");
-            ExitCode::from(1)
-        }
-    }
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => match e.downcast_ref::<pouch::container::ops::OpsError>() {
+            Some(o) => {
+                eprintln!("Error: {}", o.message);
+                o.code
+            }
+            None => {
+                eprintln!("Error: {e:#}");
+                1
+            }
+        },
+    };
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
 }
 
 fn pull_options(tls: &TlsArgs, config: &Config, data_root: &Path) -> PullOptions {
@@ -245,9 +300,61 @@ fn pull_options(tls: &TlsArgs, config: &Config, data_root: &Path) -> PullOptions
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn ctx(cli: &Cli) -> Result<containers::Ctx> {
+    Ok(containers::Ctx {
+        store: pouch::container::ContainerStore::open(&cli.data_root)
+            .context("open the container store")?,
+        images: ContentStore::open(&cli.data_root).context("open the image store")?,
+        pull: PullOptions {
+            insecure_registries: load_config()?.insecure_registries,
+            wasm_cache: Some(cli.data_root.join("wasm-cache")),
+            progress: true,
+            ..Default::default()
+        },
+    })
+}
+
+fn run(cli: Cli) -> Result<i32> {
     let store = || ContentStore::open(&cli.data_root).context("open the image store");
+    if let Cmd::Container(_) = &cli.cmd {
+        let ctx = ctx(&cli)?;
+        let Cmd::Container(c) = cli.cmd else {
+            unreachable!()
+        };
+        return Ok(containers::run(&ctx, c)?);
+    }
     match cli.cmd {
+        Cmd::Container(_) => unreachable!("handled above"),
+        Cmd::Monitor { .. } => unreachable!("handled in main"),
+        Cmd::Version => {
+            println!("pouch {}", env!("CARGO_PKG_VERSION"));
+            println!("OCI runtime spec {}", pouch::spec::OCI_VERSION);
+            println!("wasmtime 48.0.8 (WASI p1 modules, p2 components)");
+        }
+        Cmd::Info => {
+            let ctx = ctx(&cli)?;
+            let all = ctx.store.list();
+            let running = all
+                .iter()
+                .filter(|c| pouch::container::ops::is_running(&ctx.store, c))
+                .count();
+            let layout = native_runner::cgroups::Layout::detect()
+                .map(|l| l.to_string())
+                .unwrap_or_else(|e| format!("unknown ({e})"));
+            println!("Containers: {} (running {running})", all.len());
+            println!("Images: {}", ctx.images.images()?.len());
+            println!("Data root: {}", cli.data_root.display());
+            println!("Cgroups: {layout}");
+            println!(
+                "Executors: native (namespaces, cgroups, seccomp), wasm (wasmtime 48, WASI p1/p2)"
+            );
+            println!(
+                "Kernel: {}",
+                std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .unwrap_or_default()
+                    .trim()
+            );
+        }
         Cmd::Pull {
             ref image,
             ref platform,
@@ -363,14 +470,49 @@ fn run(cli: Cli) -> Result<()> {
             no_trunc,
             digests,
         } => images(&store()?, format, quiet, no_trunc, digests)?,
-        Cmd::Inspect { ref images } => {
-            let store = store()?;
+        Cmd::Inspect {
+            ref objects,
+            ref format,
+            ref kind,
+        } => {
+            let ctx = ctx(&cli)?;
+            let tpl = format
+                .as_deref()
+                .map(pouch::container::template::Template::parse)
+                .transpose()
+                .map_err(|e| anyhow!(e))?;
             let mut out = Vec::new();
-            for i in images {
-                let rec = find_one(&store, i)?;
-                out.push(inspect_json(&store, &rec)?);
+            let mut missing = Vec::new();
+            for o in objects {
+                let v = if kind.as_deref() != Some("image") {
+                    containers::inspect_container(&ctx, o)
+                } else {
+                    None
+                };
+                let v = match v {
+                    Some(v) => Some(v),
+                    None if kind.as_deref() != Some("container") => find_one(&ctx.images, o)
+                        .ok()
+                        .map(|rec| inspect_json(&ctx.images, &rec))
+                        .transpose()?,
+                    None => None,
+                };
+                match v {
+                    Some(v) => out.push(v),
+                    None => missing.push(o.clone()),
+                }
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            match &tpl {
+                Some(t) => {
+                    for v in &out {
+                        println!("{}", t.render(v));
+                    }
+                }
+                None => println!("{}", serde_json::to_string_pretty(&out)?),
+            }
+            if !missing.is_empty() {
+                bail!("no such object: {}", missing.join(", "));
+            }
         }
         Cmd::Load { ref input, quiet } => {
             let store = store()?;
@@ -515,7 +657,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::System { ref cmd } => {
             let store = store()?;
             match cmd {
-                SystemCmd::Prune => {
+                SystemCmd::Prune { .. } => {
+                    let n = containers::prune_containers(&ctx(&cli)?);
+                    if n > 0 {
+                        println!("Deleted {n} stopped containers");
+                    }
                     let r = store.gc(&BTreeSet::new())?;
                     println!(
                         "Deleted {} blobs, {} snapshots, {} partial downloads; reclaimed {}",
@@ -540,7 +686,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 fn count(dir: &Path) -> usize {
