@@ -539,3 +539,345 @@ fn names_are_unique_and_checked() {
     assert_eq!(p.ok(&["ps", "-aq"]).lines().count(), 1);
     let _ = Path::new("/");
 }
+
+#[test]
+fn interactive_and_terminal() {
+    let p = Pouch::new();
+    let bb = busybox();
+    // -i: our stdin reaches the container.
+    let mut c = p
+        .cmd(&["run", "--rm", "-i", &bb, "sh", "-c", "read x; echo got-$x"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    c.stdin.take().unwrap().write_all(b"typed\n").unwrap();
+    let o = c.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "got-typed\n");
+    // Without -i the container's stdin is empty.
+    assert_eq!(
+        p.ok(&["run", "--rm", &bb, "sh", "-c", "cat; echo end"]),
+        "end\n"
+    );
+    // -it on a terminal: a shell answering typed input, our window size, its exit code.
+    let (master, slave) = common::terminal::pty(33, 99);
+    let mut child =
+        common::terminal::spawn_on_pty(&mut p.cmd(&["run", "--rm", "-it", &bb, "sh"]), &slave);
+    drop(slave);
+    let out = common::terminal::converse(
+        &master,
+        &[
+            "busybox stty size; busybox tty; echo hello-$((6*7))\n",
+            "exit 3\n",
+        ],
+        Duration::from_secs(20),
+    );
+    let status = child.wait().unwrap();
+    assert!(out.contains("33 99"), "window size: {out}");
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(out.contains("hello-42"), "typed input answered: {out}");
+    assert_eq!(status.code(), Some(3), "{out}");
+}
+
+fn cgroup_file(p: &Pouch, id: &str, controller: &str, file: &str) -> String {
+    let dir = common::cgroup_dirs_of(&format!("{}/{id}", p.cgroup))
+        .into_iter()
+        .find(|d| d.starts_with(format!("/sys/fs/cgroup/{controller}")))
+        .unwrap_or_else(|| panic!("no {controller} cgroup for {id}"));
+    std::fs::read_to_string(dir.join(file))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn resource_flags_reach_the_cgroup() {
+    let p = Pouch::new();
+    let id = p.ok(&[
+        "run",
+        "-d",
+        "-m",
+        "64m",
+        "--memory-swap",
+        "128m",
+        "--cpus",
+        "0.5",
+        "--cpu-shares",
+        "512",
+        "--cpuset-cpus",
+        "0",
+        "--pids-limit",
+        "42",
+        &busybox(),
+        "sleep",
+        "30",
+    ]);
+    let id = id.trim();
+    assert_eq!(
+        cgroup_file(&p, id, "memory", "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(
+        cgroup_file(&p, id, "memory", "memory.memsw.limit_in_bytes"),
+        (128u64 << 20).to_string()
+    );
+    assert_eq!(cgroup_file(&p, id, "cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(cgroup_file(&p, id, "cpu", "cpu.cfs_period_us"), "100000");
+    assert_eq!(cgroup_file(&p, id, "cpu", "cpu.shares"), "512");
+    assert_eq!(cgroup_file(&p, id, "cpuset", "cpuset.cpus"), "0");
+    assert_eq!(cgroup_file(&p, id, "pids", "pids.max"), "42");
+    let hc = &p.inspect(id)["HostConfig"];
+    assert_eq!(hc["Memory"], 64 << 20);
+    assert_eq!(hc["NanoCpus"], 500_000_000);
+    p.ok(&["rm", "-f", id]);
+    // Ulimits.
+    assert_eq!(
+        p.ok(&[
+            "run",
+            "--rm",
+            "--ulimit",
+            "nofile=100:200",
+            &busybox(),
+            "sh",
+            "-c",
+            "ulimit -n; ulimit -Hn"
+        ]),
+        "100\n200\n"
+    );
+}
+
+#[test]
+fn security_flags() {
+    let p = Pouch::new();
+    let bb = busybox();
+    let capeff = |args: &[&str]| -> u64 {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&[&bb, "sh", "-c", "grep CapEff /proc/self/status"]);
+        let out = p.ok(&a);
+        u64::from_str_radix(out.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    const CAP_CHOWN: u64 = 1 << 0;
+    const CAP_NET_ADMIN: u64 = 1 << 12;
+    const CAP_SYS_ADMIN: u64 = 1 << 21;
+    let default = capeff(&[]);
+    assert!(
+        default & CAP_CHOWN != 0 && default & CAP_SYS_ADMIN == 0,
+        "{default:x}"
+    );
+    assert_eq!(
+        default.count_ones(),
+        14,
+        "Docker's 14 default capabilities: {default:x}"
+    );
+    assert!(capeff(&["--cap-add", "NET_ADMIN"]) & CAP_NET_ADMIN != 0);
+    assert!(capeff(&["--cap-drop", "CHOWN"]) & CAP_CHOWN == 0);
+    assert_eq!(capeff(&["--cap-drop", "ALL"]), 0);
+    assert!(capeff(&["--privileged"]) & CAP_SYS_ADMIN != 0);
+    // The default seccomp profile denies unshare and keyctl-like calls...
+    let (code, _, err) = p.code(&["run", "--rm", &bb, "busybox", "unshare", "-n", "true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Operation not permitted"), "{err}");
+    // ... unless the capability is there and the profile is off.
+    p.ok(&[
+        "run",
+        "--rm",
+        "--cap-add",
+        "SYS_ADMIN",
+        "--security-opt",
+        "seccomp=unconfined",
+        &bb,
+        "busybox",
+        "unshare",
+        "-n",
+        "true",
+    ]);
+    // no-new-privileges.
+    let out = p.ok(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "no-new-privileges",
+        &bb,
+        "busybox",
+        "grep",
+        "NoNewPrivs",
+        "/proc/self/status",
+    ]);
+    assert!(out.contains('1'), "{out}");
+    // Masked paths: /proc/timer_list reads empty (bound to /dev/null) unless privileged.
+    assert_eq!(
+        p.ok(&[
+            "run",
+            "--rm",
+            &bb,
+            "sh",
+            "-c",
+            "cat /proc/timer_list | wc -c"
+        ])
+        .trim(),
+        "0"
+    );
+    assert_ne!(
+        p.ok(&[
+            "run",
+            "--rm",
+            "--privileged",
+            &bb,
+            "sh",
+            "-c",
+            "cat /proc/timer_list | wc -c"
+        ])
+        .trim(),
+        "0"
+    );
+    // --sysctl in the container's network namespace; --network host sees the host's.
+    assert_eq!(
+        p.ok(&[
+            "run",
+            "--rm",
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
+            &bb,
+            "cat",
+            "/proc/sys/net/ipv4/ip_forward"
+        ]),
+        "1\n"
+    );
+    let host_ifs = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .count();
+    let own = p
+        .ok(&["run", "--rm", &bb, "cat", "/proc/net/dev"])
+        .lines()
+        .count();
+    let host = p
+        .ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            &bb,
+            "cat",
+            "/proc/net/dev",
+        ])
+        .lines()
+        .count();
+    assert_eq!(own, 3, "only lo in a fresh network namespace");
+    assert_eq!(host, host_ifs);
+    // A device.
+    assert_eq!(
+        p.ok(&[
+            "run",
+            "--rm",
+            "--device",
+            "/dev/null:/dev/mynull",
+            &bb,
+            "sh",
+            "-c",
+            "echo x > /dev/mynull && echo ok"
+        ]),
+        "ok\n"
+    );
+}
+
+#[test]
+fn volumes_annotations_stop_signal() {
+    let p = Pouch::new();
+    let bb = busybox();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in.txt"), "from host\n").unwrap();
+    let hp = host.path().to_str().unwrap();
+    // A bind mount, read-write then read-only.
+    let out = p.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{hp}:/data"),
+        &bb,
+        "sh",
+        "-c",
+        "cat /data/in.txt; echo back > /data/out.txt",
+    ]);
+    assert_eq!(out, "from host\n");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("out.txt")).unwrap(),
+        "back\n"
+    );
+    let (code, _, err) = p.code(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{hp}:/data:ro"),
+        &bb,
+        "touch",
+        "/data/x",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    // A named volume keeps its contents across containers.
+    p.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "vol1:/v",
+        &bb,
+        "sh",
+        "-c",
+        "echo kept > /v/f",
+    ]);
+    assert_eq!(
+        p.ok(&["run", "--rm", "-v", "vol1:/v", &bb, "cat", "/v/f"]),
+        "kept\n"
+    );
+    // A missing host path is refused with the fix.
+    let (code, _, err) = p.code(&["run", "--rm", "-v", "/no/such/dir:/x", &bb, "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("does not exist"), "{err}");
+    // Annotations reach the spec; group-add the process.
+    p.ok(&[
+        "create",
+        "--name",
+        "ann",
+        "--annotation",
+        "org.example/x=1",
+        "--group-add",
+        "1234",
+        &bb,
+        "id",
+    ]);
+    assert_eq!(p.inspect("ann")["SpecAnnotation"]["org.example/x"], "1");
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(p.inspect("ann")["Bundle"].as_str().unwrap()).join("config.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(spec["annotations"]["org.example/x"], "1");
+    p.ok(&["start", "ann"]);
+    p.ok(&["wait", "ann"]);
+    assert!(p.ok(&["logs", "ann"]).contains("1234"));
+    // --stop-signal: stop sends it.
+    p.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "usr1",
+        "--stop-signal",
+        "USR1",
+        &bb,
+        "sh",
+        "-c",
+        "trap 'exit 9' USR1; while true; do sleep 0.1; done",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    p.ok(&["stop", "usr1"]);
+    assert_eq!(p.inspect("usr1")["State"]["ExitCode"], 9);
+    // system prune removes the stopped containers.
+    let out = p.ok(&["system", "prune", "-f"]);
+    assert!(out.contains("Deleted"), "{out}");
+    assert_eq!(p.ok(&["ps", "-aq"]), "");
+}

@@ -3,64 +3,13 @@
 
 mod common;
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::terminal::{converse, pty, spawn_on_pty};
 use common::*;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde_json::json;
-
-/// Writes `input` to the terminal master, then collects what comes back until the terminal
-/// closes (EIO) or `limit` passes.
-fn converse(master: &OwnedFd, input: &[&str], limit: Duration) -> String {
-    let start = Instant::now();
-    let mut out = Vec::new();
-    let mut pending: Vec<&str> = input.to_vec();
-    pending.reverse();
-    let mut next_write = Instant::now() + Duration::from_millis(300);
-    let mut buf = [0u8; 4096];
-    while start.elapsed() < limit {
-        if Instant::now() >= next_write {
-            if let Some(line) = pending.pop() {
-                nix::unistd::write(master.as_fd(), line.as_bytes()).unwrap();
-                next_write = Instant::now() + Duration::from_millis(300);
-            }
-        }
-        let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
-        if poll(&mut fds, PollTimeout::from(50u16)).unwrap_or(0) == 0 {
-            continue;
-        }
-        match nix::unistd::read(master, &mut buf) {
-            Ok(0) | Err(nix::errno::Errno::EIO) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(_) => break,
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A pty pair whose slave has the given size.
-fn pty(rows: u16, cols: u16) -> (OwnedFd, OwnedFd) {
-    let ws = nix::pty::Winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    let p = nix::pty::openpty(Some(&ws), None).unwrap();
-    (p.master, p.slave)
-}
-
-fn spawn_on_pty(cmd: &mut std::process::Command, slave: &OwnedFd) -> Child {
-    let f = std::fs::File::from(slave.try_clone().unwrap());
-    cmd.stdin(Stdio::from(f.try_clone().unwrap()))
-        .stdout(Stdio::from(f.try_clone().unwrap()))
-        .stderr(Stdio::from(f))
-        .spawn()
-        .unwrap()
-}
 
 #[test]
 fn foreground_run_relays_a_terminal() {

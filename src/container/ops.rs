@@ -88,6 +88,15 @@ pub fn image_for_run(
     platform: Option<&PlatformSpec>,
     opts: &crate::image::pull::PullOptions,
 ) -> Result<(ImageRecord, StoredImage)> {
+    // The built-in examples need no registry.
+    if let Some(name) = crate::image::examples::install(images, image).map_err(fail)? {
+        let rec = find_image(images, &name).ok_or_else(|| fail("example image vanished"))?;
+        let img = images.image(&rec.descriptor).map_err(fail)?;
+        if let Some(cache) = &opts.wasm_cache {
+            let _ = crate::image::pull::precompile_image(images, &img, cache);
+        }
+        return Ok((rec, img));
+    }
     let present = find_image(images, image);
     let need = match policy {
         PullPolicy::Always => true,

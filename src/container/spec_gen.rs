@@ -238,7 +238,22 @@ fn all_caps() -> Vec<String> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40);
-    NAMES.iter().take(last + 1).map(|s| s.to_string()).collect()
+    // Only what we have ourselves can be given (a caller without CAP_SYS_RESOURCE, say).
+    let bounding: u64 = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    NAMES
+        .iter()
+        .enumerate()
+        .take(last + 1)
+        .filter(|(i, _)| bounding & (1u64 << i) != 0)
+        .map(|(_, s)| s.to_string())
+        .collect()
 }
 
 fn norm_cap(c: &str) -> String {
@@ -272,7 +287,7 @@ pub fn capabilities(flags: &RunFlags) -> Result<Vec<String>, SpecError> {
             caps = all.clone();
         } else if !all.contains(&a) {
             return Err(err(format!(
-                "--cap-add {a}: unknown capability (see capabilities(7))"
+                "--cap-add {a}: unknown capability, or one pouch itself does not hold (see capabilities(7) and CapBnd in /proc/self/status)"
             )));
         } else if !caps.contains(&a) {
             caps.push(a);
@@ -975,7 +990,11 @@ pub fn generate(
         )))
         .sysctl(sysctl)
         .devices(devices);
-    if !flags.privileged {
+    if flags.privileged {
+        linux = linux
+            .masked_paths(Vec::<String>::new())
+            .readonly_paths(Vec::<String>::new());
+    } else {
         linux = linux
             .masked_paths(
                 [

@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod auth;
 pub mod digest;
+pub mod examples;
 pub mod login;
 pub mod manifest;
 pub mod pull;

@@ -362,8 +362,16 @@ fn run(cli: Cli) -> Result<i32> {
             parallel,
             ref tls,
         } => {
-            let r: ImageRef = image.parse()?;
             let store = store()?;
+            if let Some(name) = pouch::image::examples::install(&store, image)? {
+                // A built-in example: written into the store, no registry involved.
+                let rec = find_one(&store, &name)?;
+                let img = store.image(&rec.descriptor)?;
+                pull::precompile_image(&store, &img, &cli.data_root.join("wasm-cache"))?;
+                println!("{name}");
+                return Ok(0);
+            }
+            let r: ImageRef = image.parse()?;
             let mut opts = pull_options(tls, &load_config()?, &cli.data_root);
             opts.platform = platform.clone();
             opts.progress = !quiet;

@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# `pouch run --rm` side by side with `podman run --rm` (crun) (issue 6).
+#
+# Usage: benches/pouch-run.sh            (as root; prints a markdown report on stdout)
+#
+# Measures, in ONE run, on images built without network (tests/support/make-test-images.sh):
+#   pouch-busybox     `pouch --data-root D run --rm IMG true`: the CLI prepares the container
+#                     (overlay rootfs, spec, files), re-executes itself as the monitor
+#                     (`pouch __monitor ID`), which creates, starts, reaps and deletes it through
+#                     the runtime library in-process, then removes it (--rm)
+#   pouch-wasm        `pouch --data-root D run --rm WASM`: the wasm OCI artifact (hello.wasm,
+#                     prints "hello from wasm..."), run by the wasm executor in the same sandbox
+#   pouch-wasm-image  the same program as an ordinary image (tar layer with /hello.wasm,
+#                     Entrypoint /hello.wasm): an overlay rootfs like busybox's
+#   podman-busybox    `podman --runtime crun --cgroup-manager cgroupfs run --rm IMG true` with a
+#                     private podman (tests/support/podman-env.sh: own storage, runroot, tmp,
+#                     locks, events; network none, as pouch's default) on the same busybox image
+# podman+crun cannot run wasm here (Debian's crun 1.8 has no wasm handler), so the wasm runs
+# are compared with podman's busybox `true`, and with pouch's own native run.
+#
+# The images go in through archives, no registry: `skopeo copy oci:... oci-archive:...` +
+# `pouch load`, and `skopeo copy oci:... containers-storage:[...]` into podman's store.
+#
+# Everything that runs containers runs in ONE private mount namespace (unshare -m). On the
+# hybrid cgroup layout (v1 controllers + cgroup2 at /sys/fs/cgroup/unified) that namespace has
+# /sys/fs/cgroup/unified unmounted, because crun 1.8 refuses the hybrid layout ("cgroups in
+# hybrid mode not supported"); pouch sees the same pure-v1 view. Cgroups: pouch's under
+# /pouch-bench/<run>/pouch (POUCH_CGROUP_PARENT), podman's under /pouch-bench/<run>/podman
+# (--cgroup-parent; podman also puts conmon in <parent>/conmon).
+#
+# Three passes (benches/pouch_run.py): smoke (each command once, output checked, nothing may be
+# left in `pouch ps -a` / `podman ps -a`); hyperfine -N (wall time, mean ± σ); a CPU pass (user+sys
+# of every process of a run: the harness is a child subreaper and reaps what a run leaves, e.g.
+# podman's conmon). Reports the ratios pouch/podman (target of issue 6: ≤ 0.25).
+#
+# Environment:
+#   BENCH_RUNS=20            measured hyperfine runs per command
+#   BENCH_WARMUP=3           hyperfine warm-up runs per command
+#   BENCH_CPU_RUNS=10        rounds of the CPU pass (0: skip it)
+#   BENCH_SETTLE_MS=20       pause before each measurement of the CPU pass
+#   BENCH_PODMAN_RUNTIME=crun   podman's OCI runtime (crun or runc)
+#   BENCH_COMMANDS="pouch-busybox pouch-wasm pouch-wasm-image podman-busybox"
+#   POUCH=PATH               use this pouch binary (pouch-runtime is taken from beside it);
+#                            default: cargo build --release --bin pouch --bin pouch-runtime (a
+#                            no-op when up to date). Both are copied into the work directory, so
+#                            a rebuild meanwhile cannot swap them mid-run
+#   BENCH_OUT=FILE           also write the report to FILE
+#   BENCH_KEEP=1             keep the work directory (logs, hyperfine JSON)
+#   TMPDIR=DIR               where the work directory goes (default /tmp)
+#
+# Everything lives in $TMPDIR/pouch-bench-run.XXXXXX (pouch's data root, podman's state and
+# storage, images, logs); on exit (also on error or a signal) leftover containers are removed,
+# every cgroup under /pouch-bench/<run> is removed, mounts under the work directory are
+# unmounted and the directory is deleted.
+set -euo pipefail
+
+die() { printf 'pouch-run: error: %s\n' "$*" >&2; exit 1; }
+log() { printf 'pouch-run: %s\n' "$*" >&2; }
+usage() { echo "usage: $0     (as root; see the header of $0 for the environment it reads)" >&2; exit 2; }
+
+here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+repo=$(dirname -- "$here")
+self="$here/pouch-run.sh"
+
+# hide_unified: in a private mount namespace, unmount the hybrid layout's cgroup2 mount.
+hide_unified() {
+    if [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup 2>/dev/null || true)" != "cgroup2" ] &&
+       [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup/unified 2>/dev/null || true)" = "cgroup2" ]; then
+        umount /sys/fs/cgroup/unified
+        return 0
+    fi
+    return 1
+}
+
+# ---- inside the private mount namespace (internal) ---------------------------------------------
+case "${1:-}" in
+    --in-namespace)
+        shift
+        if hide_unified; then
+            log "private mount namespace: /sys/fs/cgroup/unified unmounted (hybrid -> v1 view for pouch and podman)"
+        fi
+        exec python3 "$here/pouch_run.py" "$@" ;;
+    --cleanup-namespace)
+        # --cleanup-namespace STATEDIR DATA_ROOT POUCH: leftover containers of an interrupted run.
+        # Same view as the run (crun refuses the hybrid layout also for delete).
+        shift
+        hide_unified || true
+        if [ -f "$1/containers.conf" ]; then
+            POUCH_PODMAN_RUNTIME=${BENCH_PODMAN_RUNTIME:-crun} "$repo/tests/support/podman-cleanup.sh" "$1" || true
+        fi
+        if [ -x "$3" ] && [ -d "$2" ]; then
+            for id in $("$3" --data-root "$2" ps -a -q 2>/dev/null || true); do
+                "$3" --data-root "$2" rm -f "$id" >/dev/null 2>&1 || log "warning: pouch rm -f $id failed"
+            done
+        fi
+        exit 0 ;;
+    "") ;;
+    *) usage ;;
+esac
+
+# ---- on the host -------------------------------------------------------------------------------
+# shellcheck source=benches/common.sh
+. "$here/common.sh"
+
+[ "$(id -u)" -eq 0 ] || die "run as root (containers need it)"
+for tool in python3 hyperfine skopeo podman conmon unshare findmnt; do
+    command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found (scripts/install-deps.sh installs it)"
+done
+
+runs=${BENCH_RUNS:-20}
+warmup=${BENCH_WARMUP:-3}
+cpu_runs=${BENCH_CPU_RUNS:-10}
+settle_ms=${BENCH_SETTLE_MS:-20}
+for v in runs:BENCH_RUNS warmup:BENCH_WARMUP cpu_runs:BENCH_CPU_RUNS settle_ms:BENCH_SETTLE_MS; do
+    name=${v%%:*}
+    case "${!name}" in ''|*[!0-9]*) die "${v#*:} must be a non-negative integer (got '${!name}')" ;; esac
+done
+[ "$runs" -ge 2 ] || die "BENCH_RUNS must be at least 2"
+podman_rt=${BENCH_PODMAN_RUNTIME:-crun}
+case "$podman_rt" in crun|runc) ;; *) die "BENCH_PODMAN_RUNTIME must be crun or runc (got '$podman_rt')" ;; esac
+podman_rt_bin=$(type -P "$podman_rt") || die "'$podman_rt' not found (scripts/install-deps.sh installs it)"
+commands=${BENCH_COMMANDS:-pouch-busybox pouch-wasm pouch-wasm-image podman-busybox}
+for c in $commands; do
+    case "$c" in pouch-busybox|pouch-wasm|pouch-wasm-image|podman-busybox) ;;
+        *) die "BENCH_COMMANDS: unknown command '$c'" ;; esac
+done
+
+# pouch and pouch-runtime: release build, rebuilt by cargo when missing or outdated.
+if [ -n "${POUCH:-}" ]; then
+    pouch_src=$(realpath -- "$POUCH")
+else
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) or set POUCH"
+    log "cargo build --release --bin pouch --bin pouch-runtime (no-op when up to date; minutes otherwise) ..."
+    (cd "$repo" && cargo build --release --bin pouch --bin pouch-runtime --quiet) || die "release build failed"
+    pouch_src="$repo/target/release/pouch"
+fi
+[ -x "$pouch_src" ] || die "$pouch_src is not an executable"
+[ -x "$(dirname -- "$pouch_src")/pouch-runtime" ] || die "no pouch-runtime beside $pouch_src"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/pouch-bench-run.XXXXXX")
+cgparent="/pouch-bench/$(basename -- "$work" | tr -c 'A-Za-z0-9\n' '-')"
+pm="$work/podman"       # private podman: config, storage, runroot, tmp
+root="$work/pouch"      # pouch's data root
+cleanup() {
+    local rc=$?
+    # Leftover containers (an interrupted run), in the same cgroup view as the run.
+    unshare -m --propagation private -- bash "$self" --cleanup-namespace "$pm" "$root" "$work/bin/pouch" || true
+    # Anything still in our cgroups is a container of ours: kill it, then remove the cgroups
+    # (host view: every v1 hierarchy and the cgroup2 mount).
+    "$repo/tests/support/cgroup-cleanup.sh" --kill "$cgparent" >/dev/null 2>&1 || true
+    if ! "$repo/tests/support/cgroup-cleanup.sh" --check "$cgparent" >/dev/null 2>&1; then
+        log "warning: cgroups left under $cgparent:"
+        "$repo/tests/support/cgroup-cleanup.sh" --check "$cgparent" >&2 || true
+        rc=1
+    fi
+    for d in /sys/fs/cgroup/*/pouch-bench /sys/fs/cgroup/pouch-bench; do
+        if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi
+    done
+    # Mounts live in the benchmark's mount namespace and go with it; anything on the host
+    # under the work directory is unexpected.
+    findmnt -rn -o TARGET | awk -v p="$work/" 'index($0, p) == 1' | sort -r | while IFS= read -r mp; do
+        log "warning: unmounting $mp"
+        umount "$mp" 2>/dev/null || umount -l "$mp" || log "warning: could not unmount $mp"
+    done
+    if findmnt -rn -o TARGET | awk -v p="$work/" 'index($0, p) == 1 { found = 1 } END { exit !found }'; then
+        log "warning: mounts left under $work; not removing it"
+        rc=1
+    elif [ "${BENCH_KEEP:-0}" = 1 ]; then
+        log "kept $work"
+    else
+        rm -rf --one-file-system -- "$work"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mkdir "$work/bin" "$work/logs"
+cp -- "$pouch_src" "$work/bin/pouch"
+cp -- "$(dirname -- "$pouch_src")/pouch-runtime" "$work/bin/pouch-runtime"
+pouch="$work/bin/pouch"
+
+log "images (make-test-images.sh, no network) ..."
+"$repo/tests/support/make-test-images.sh" "$work/img" >"$work/logs/make-test-images.log" 2>&1 \
+    || die "make-test-images.sh failed (tail of $work/logs/make-test-images.log):$(printf '\n'; tail -n 20 "$work/logs/make-test-images.log")"
+
+# pouch: oci-archive + pouch load; the names it records are read back from `pouch images`.
+declare -A pouch_ref
+for img in busybox wasm wasm-image; do
+    skopeo copy -q "oci:$work/img/$img:latest" "oci-archive:$work/img/$img.tar" >>"$work/logs/load.log" 2>&1 \
+        || die "skopeo copy of $img to an oci-archive failed: $(tail -n 5 "$work/logs/load.log")"
+    names=$("$pouch" --data-root "$root" load -q -i "$work/img/$img.tar" 2>>"$work/logs/load.log") \
+        || die "pouch load of $img failed: $(tail -n 5 "$work/logs/load.log")"
+    pouch_ref[$img]=$(printf '%s\n' "$names" | head -n 1)
+    [ -n "${pouch_ref[$img]}" ] || die "pouch load of $img printed no name"
+done
+"$pouch" --data-root "$root" images >"$work/logs/pouch-images.txt"
+
+# podman: private environment, the same busybox layout copied into its storage.
+eval "$("$repo/tests/support/podman-env.sh" "$pm")"
+driver=$(cat "$pm/storage-driver")
+podman_img=localhost/bench/busybox:latest
+skopeo copy -q "oci:$work/img/busybox:latest" "containers-storage:[$driver@$pm/graph+$pm/runroot]$podman_img" \
+    >>"$work/logs/load.log" 2>&1 || die "skopeo copy of busybox into podman's storage failed: $(tail -n 5 "$work/logs/load.log")"
+podman=(podman --runtime "$podman_rt_bin" --cgroup-manager cgroupfs)
+
+export POUCH_CGROUP_PARENT="$cgparent/pouch"
+tools=()
+for c in $commands; do
+    case "$c" in
+        pouch-busybox) tools+=(--tool "pouch-busybox==$pouch --data-root $root run --rm ${pouch_ref[busybox]} true") ;;
+        pouch-wasm) tools+=(--tool "pouch-wasm=hello from wasm=$pouch --data-root $root run --rm ${pouch_ref[wasm]}") ;;
+        pouch-wasm-image) tools+=(--tool "pouch-wasm-image=hello from wasm=$pouch --data-root $root run --rm ${pouch_ref[wasm-image]}") ;;
+        podman-busybox) tools+=(--tool "podman-busybox==${podman[*]} run --rm --cgroup-parent=$cgparent/podman $podman_img true") ;;
+    esac
+done
+ratios=()
+for r in pouch-busybox/podman-busybox pouch-wasm/podman-busybox pouch-wasm-image/podman-busybox \
+         pouch-wasm/pouch-busybox pouch-wasm-image/pouch-busybox; do
+    case " $commands " in *" ${r%/*} "*) ;; *) continue ;; esac
+    case " $commands " in *" ${r#*/} "*) ratios+=(--ratio "$r") ;; esac
+done
+
+{
+    echo "## Machine"
+    echo
+    bench_machine_lines
+    echo "- memory: $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "- work directory (pouch data root, podman storage and runroot): $work ($(findmnt -n -o FSTYPE,OPTIONS -T "$work" | awk '{print $1 ", " $2}')); podman storage driver: $driver"
+    rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')
+    changed=$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null | awk '{print $2}' | paste -sd' ' -)
+    src="git $rev${changed:+; uncommitted changes in: $changed}"
+    [ -z "${POUCH:-}" ] || src="given by POUCH; the repository is at $src"
+    echo "- pouch: $("$pouch" --version) ($pouch_src, $(stat -c %s "$pouch") bytes, $src)"
+    echo "- pouch images (\`pouch load\` of oci-archives): busybox \`${pouch_ref[busybox]}\`, wasm artifact \`${pouch_ref[wasm]}\`, wasm image \`${pouch_ref[wasm-image]}\`"
+    echo "- podman: $(podman --version | awk '{print $3}'), conmon $(conmon --version | awk 'NR == 1 {print $3}'), runtime $podman_rt $(version_of "$podman_rt_bin" | awk '{print $3}') ($podman_rt_bin); image \`$podman_img\`"
+    echo "- hyperfine: $(hyperfine --version | awk '{print $2}')"
+    echo
+} >"$work/header.md"
+cat "$work/header.md"
+
+log "measuring (cgroups under $cgparent; work dir $work) ..."
+unshare -m --propagation private -- bash "$self" --in-namespace \
+    --workdir "$work" --pouch "$pouch" --data-root "$root" --podman "${podman[*]}" \
+    --cgroup-parent "$cgparent" "${tools[@]}" "${ratios[@]}" \
+    --runs "$runs" --warmup "$warmup" --cpu-runs "$cpu_runs" --settle-ms "$settle_ms" \
+    --output "$work/results.md"
+
+if [ -n "${BENCH_OUT:-}" ]; then
+    cat "$work/header.md" "$work/results.md" >"$BENCH_OUT"
+    log "report written to $BENCH_OUT"
+fi
