@@ -881,3 +881,35 @@ fn volumes_annotations_stop_signal() {
     assert!(out.contains("Deleted"), "{out}");
     assert_eq!(p.ok(&["ps", "-aq"]), "");
 }
+
+#[test]
+fn init_is_pid_one_and_passes_signals() {
+    let p = Pouch::new();
+    let bb = busybox();
+    // The program is not PID 1 any more.
+    assert_eq!(
+        p.ok(&["run", "--rm", "--init", &bb, "sh", "-c", "echo $$"]),
+        "2\n"
+    );
+    assert_eq!(p.ok(&["run", "--rm", &bb, "sh", "-c", "echo $$"]), "1\n");
+    // An orphan is reaped; the exit code is the program's.
+    let (code, _, _) = p.code(&[
+        "run",
+        "--rm",
+        "--init",
+        &bb,
+        "sh",
+        "-c",
+        "sleep 0.1 & exit 5",
+    ]);
+    assert_eq!(code, 5);
+    // SIGTERM reaches a program that, as PID 1, would have ignored it: stop is quick.
+    p.ok(&["run", "-d", "--init", "--name", "initd", &bb, "sleep", "30"]);
+    let t = Instant::now();
+    p.ok(&["stop", "-t", "10", "initd"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(p.inspect("initd")["State"]["ExitCode"], 143);
+    // A program that cannot be run is still reported.
+    let (code, _, err) = p.code(&["run", "--rm", "--init", &bb, "/nope"]);
+    assert_eq!(code, 127, "{err}");
+}

@@ -213,7 +213,7 @@ fn run_process(
     }
     switch_user(process, caps)?;
     enter_cwd(process.cwd())?;
-    let mut w = NativeWorkload;
+    let mut w = NativeWorkload::default();
     w.prepare(ctx)?;
     reset_signals();
     mark_cloexec_from(3 + cfg.preserve_fds);

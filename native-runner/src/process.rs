@@ -109,8 +109,19 @@ pub trait Workload {
 }
 
 /// A Linux program: `process.args[0]` looked up in the container's `PATH` and `execve`d.
-#[derive(Debug, Default)]
-pub struct NativeWorkload;
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NativeWorkload {
+    /// Stay as PID 1 (a minimal init, like `docker run --init`): fork the program, pass it
+    /// every signal, reap every orphan, and exit with the program's status.
+    pub init: bool,
+}
+
+fn exec_program(ctx: &ExecContext) -> Error {
+    let prog = ctx.program.as_ref().expect("prepare sets program");
+    let p = CString::new(prog.as_os_str().as_bytes()).unwrap_or_default();
+    let e = nix::unistd::execve(&p, &ctx.args, &ctx.env).unwrap_err();
+    Error::sys(format!("exec {}", prog.display()), e)
+}
 
 impl Workload for NativeWorkload {
     fn prepare(&mut self, ctx: &mut ExecContext) -> Result<()> {
@@ -123,12 +134,76 @@ impl Workload for NativeWorkload {
         Ok(())
     }
 
-    fn run(&mut self, ctx: &ExecContext, _started: &mut dyn FnMut()) -> Result<i32> {
-        // execve itself tells `start`: the start connection is close-on-exec.
-        let prog = ctx.program.as_ref().expect("prepare sets program");
-        let p = CString::new(prog.as_os_str().as_bytes()).unwrap_or_default();
-        let e = nix::unistd::execve(&p, &ctx.args, &ctx.env).unwrap_err();
-        Err(Error::sys(format!("exec {}", prog.display()), e))
+    fn run(&mut self, ctx: &ExecContext, started: &mut dyn FnMut()) -> Result<i32> {
+        if !self.init {
+            // execve itself tells `start`: the start connection is close-on-exec.
+            return Err(exec_program(ctx));
+        }
+        run_as_init(ctx, started)
+    }
+}
+
+/// The `init` mode of [`NativeWorkload`]: we stay PID 1, the program runs as our child.
+fn run_as_init(ctx: &ExecContext, started: &mut dyn FnMut()) -> Result<i32> {
+    use nix::sys::wait::WaitPidFlag;
+    // Every signal waits for us in sigwaitinfo; the child restores the defaults.
+    let all = SigSet::all();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&all), None)
+        .ctx(|| "init: block signals".into())?;
+    // A close-on-exec pipe tells whether execve worked: EOF yes, an error message no.
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "init: pipe".into())?;
+    // SAFETY: the child only calls async-signal-safe functions until execve.
+    let child = match unsafe { nix::unistd::fork() }.ctx(|| "init: fork".into())? {
+        nix::unistd::ForkResult::Child => {
+            drop(r);
+            reset_signals();
+            // A process group of its own, in the foreground of the terminal if there is one.
+            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            // SAFETY: tcsetpgrp on our stdin; ignoring SIGTTOU while doing so.
+            unsafe {
+                libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+                libc::tcsetpgrp(0, libc::getpid());
+                libc::signal(libc::SIGTTOU, libc::SIG_DFL);
+            }
+            let e = exec_program(ctx).to_string();
+            let _ = nix::unistd::write(&w, e.as_bytes());
+            // SAFETY: leaving the forked child without running the parent's destructors.
+            unsafe { libc::_exit(127) };
+        }
+        nix::unistd::ForkResult::Parent { child } => child,
+    };
+    drop(w);
+    let mut msg = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut msg);
+    if !msg.is_empty() {
+        let _ = nix::sys::wait::waitpid(child, None);
+        return Err(Error::invalid(String::from_utf8_lossy(&msg).into_owned()));
+    }
+    started();
+    loop {
+        // Reap everything: the program, and orphans reparented to us.
+        loop {
+            let mut st = 0;
+            // SAFETY: waitpid with a valid status pointer.
+            let pid = unsafe { libc::waitpid(-1, &mut st, WaitPidFlag::WNOHANG.bits()) };
+            if pid <= 0 {
+                break;
+            }
+            if pid == child.as_raw() {
+                if libc::WIFEXITED(st) {
+                    return Ok(libc::WEXITSTATUS(st));
+                }
+                if libc::WIFSIGNALED(st) {
+                    return Ok(128 + libc::WTERMSIG(st));
+                }
+            }
+        }
+        // SAFETY: sigwaitinfo with a valid set and a null info pointer.
+        let sig = unsafe { libc::sigwaitinfo(all.as_ref(), std::ptr::null_mut()) };
+        if sig > 0 && sig != libc::SIGCHLD {
+            // SAFETY: passing a signal on to our child.
+            unsafe { libc::kill(child.as_raw(), sig) };
+        }
     }
 }
 

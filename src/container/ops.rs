@@ -169,11 +169,6 @@ pub fn create(
     img: &StoredImage,
     req: &CreateRequest,
 ) -> Result<Container> {
-    if req.flags.init {
-        return Err(fail(
-            "--init is not supported yet: run your own init (e.g. tini) as the entrypoint",
-        ));
-    }
     let id = new_id();
     let name = match &req.flags.name {
         Some(n) => {

@@ -1036,6 +1036,9 @@ pub fn generate(
         let (k, v) = kv(a, "--annotation")?;
         annotations.insert(k, v);
     }
+    if flags.init {
+        annotations.insert(crate::runtime::INIT_ANNOTATION.to_string(), "true".into());
+    }
     let spec = SpecBuilder::default()
         .version(crate::spec::OCI_VERSION)
         .process(process)

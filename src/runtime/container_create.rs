@@ -174,7 +174,13 @@ impl Runtime {
             let decision = crate::dispatch::decide(&spec, &rootfs, None)
                 .map_err(|e| Error::Spec(e.to_string()))?;
             tracing::debug!(id, rule = ?decision.rule, "dispatch: {:?}: {}", decision.executor, decision.why);
-            let mut native = NativeWorkload;
+            let mut native = NativeWorkload {
+                init: spec
+                    .annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(super::INIT_ANNOTATION))
+                    .is_some_and(|v| v == "true"),
+            };
             let mut wasm;
             let workload: &mut dyn Workload = match decision.executor {
                 Executor::Native => &mut native,

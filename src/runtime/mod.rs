@@ -35,6 +35,10 @@ pub use state::{ContainerRecord, ContainerState, Status};
 
 use std::path::{Path, PathBuf};
 
+/// Annotation `io.pouch.init=true`: the container's PID 1 is a minimal init (signals passed
+/// on, orphans reaped) with the program as its child, as `docker run --init`.
+pub const INIT_ANNOTATION: &str = "io.pouch.init";
+
 /// The default `--root` of `pouch-runtime`.
 pub const DEFAULT_ROOT: &str = "/run/pouch-runtime";
 
