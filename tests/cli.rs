@@ -913,3 +913,47 @@ fn init_is_pid_one_and_passes_signals() {
     let (code, _, err) = p.code(&["run", "--rm", "--init", &bb, "/nope"]);
     assert_eq!(code, 127, "{err}");
 }
+
+#[test]
+fn containers_outlive_the_cli() {
+    let p = Pouch::new();
+    // A foreground run whose CLI is killed: the container goes on, its monitor too.
+    let mut cli = p
+        .cmd(&[
+            "run",
+            "--name",
+            "fg",
+            &busybox(),
+            "sh",
+            "-c",
+            "echo up; sleep 30",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !p
+        .ok(&["ps", "-q", "--filter", "name=fg"])
+        .contains(|c: char| c.is_ascii_hexdigit())
+    {
+        assert!(t.elapsed() < Duration::from_secs(10), "never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let c = p.inspect("fg");
+    assert_eq!(c["State"]["Status"], "running", "{c}");
+    assert_eq!(c["State"]["Dead"], false);
+    assert_eq!(p.ok(&["logs", "fg"]), "up\n");
+    // restart: a new process, the same container.
+    let pid = c["State"]["Pid"].as_i64().unwrap();
+    p.ok(&["restart", "-t", "1", "fg"]);
+    let c = p.inspect("fg");
+    assert_eq!(c["State"]["Status"], "running");
+    assert_ne!(c["State"]["Pid"].as_i64().unwrap(), pid);
+    assert!(common::process_gone(pid));
+    p.ok(&["rm", "-f", "fg"]);
+    assert!(p.cgroup_dirs().is_empty());
+}
