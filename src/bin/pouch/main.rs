@@ -17,12 +17,15 @@ use pouch::image::reference::ImageRef;
 use pouch::image::store::{ContentStore, ImageRecord, StoredImage, DEFAULT_DATA_ROOT};
 use pouch::image::{digest::chain_ids, snapshot};
 
-/// pouch: pull, store and run OCI images, Linux and WebAssembly alike.
+/// pouch: pull, store and run OCI images, Linux and WebAssembly alike, without a daemon.
 ///
-/// Images live in a content store under --data-root (an OCI image layout at
-/// <data-root>/oci that skopeo and umoci read as oci:<data-root>/oci:<name>). Registries on
-/// loopback may speak plain HTTP; others need --tls-verify=false or an entry in
-/// "insecure-registries" of /etc/pouch/config.json ($POUCH_CONFIG).
+/// `pouch run IMAGE` works like `docker run` whether IMAGE is a Linux or a wasm image (its
+/// platform and media types pick the executor). Each container has a small monitor process, so
+/// containers outlive the command that started them. Images live in a content store under
+/// --data-root (an OCI image layout at <data-root>/oci that skopeo and umoci read as
+/// oci:<data-root>/oci:<name>); containers under <data-root>/containers. Registries on loopback
+/// may speak plain HTTP; others need --tls-verify=false or an entry in "insecure-registries" of
+/// /etc/pouch/config.json ($POUCH_CONFIG). Built-in example: localhost/pouch-examples/hello.
 #[derive(Parser, Debug)]
 #[command(name = "pouch", version, propagate_version = true)]
 struct Cli {
