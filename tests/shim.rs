@@ -1,0 +1,618 @@
+//! `containerd-shim-pouch-v2` under a real containerd: Debian's containerd 1.6 with a private
+//! config, root, state and socket (`tests/support/containerd.sh`), driven with `ctr run
+//! --runtime io.containerd.pouch.v2`.
+//!
+//! How the binaries are found: the shim is a binary of another workspace package
+//! (`pouch-shims`), which `CARGO_BIN_EXE_*` cannot name, and `cargo test --workspace` builds
+//! it only as a unit-test harness. So the first test that needs it runs `cargo build -p
+//! pouch-shims --bin containerd-shim-pouch-v2` (same profile and target dir as this test; a
+//! no-op when it is up to date). The shim lands next to `pouch-runtime`
+//! (`CARGO_BIN_EXE_pouch-runtime`), where it looks first for the runtime; containerd finds the
+//! shim on its PATH, which the test prefixes with that directory.
+//!
+//! Images (no network): `tests/support/make-test-images.sh` builds OCI layouts, skopeo turns
+//! `busybox` and `wasm-image` into oci-archives, `ctr images import` loads them.
+//!
+//! Every test has its own containerd, namespace (hence its own runtime root
+//! `/run/containerd/pouch/<namespace>`), wasm compile cache and cgroups under `/pouch-test/`.
+//! When the test body is done a guard checks that nothing is left: no task or container, no
+//! shim process, no mount, no cgroup, no runtime state; then `containerd.sh stop` cleans up
+//! (also after a failure) and the guard checks again.
+//!
+//! Needs root, containerd, ctr and skopeo (`scripts/install-deps.sh`); a missing tool fails.
+
+mod common;
+
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const RUNTIME: &str = "io.containerd.pouch.v2";
+const BUSYBOX: &str = "localhost/pouch-busybox:latest";
+const WASM: &str = "localhost/pouch-wasm:latest";
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The directory holding `pouch-runtime` and, once built, the shim.
+fn bin_dir() -> &'static Path {
+    Path::new(runtime_bin()).parent().unwrap()
+}
+
+/// Builds the shim once per test process (see the module docs); returns its directory.
+fn shim_dir() -> &'static Path {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = bin_dir();
+        let profile = dir.file_name().unwrap().to_str().unwrap();
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "build",
+                "-p",
+                "pouch-shims",
+                "--bin",
+                "containerd-shim-pouch-v2",
+            ])
+            .arg("--target-dir")
+            .arg(dir.parent().unwrap());
+        if profile != "debug" {
+            cmd.args([
+                "--profile",
+                if profile == "release" {
+                    "release"
+                } else {
+                    profile
+                },
+            ]);
+        }
+        let o = cmd.output().expect("run cargo to build the shim");
+        assert!(
+            o.status.success(),
+            "cargo build -p pouch-shims failed:\n{}",
+            text(&o.stderr)
+        );
+    });
+    let shim = bin_dir().join("containerd-shim-pouch-v2");
+    assert!(shim.is_file(), "{} was not built", shim.display());
+    bin_dir()
+}
+
+/// The test images as oci-archives (built once per test process).
+fn archives() -> &'static (PathBuf, PathBuf) {
+    static A: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    A.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shim-images");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/make-test-images.sh");
+        let o = run(Command::new("bash").arg(script).arg(out.join("oci")));
+        assert!(
+            o.status.success(),
+            "make-test-images.sh: {}",
+            text(&o.stderr)
+        );
+        let archive = |layout: &str, name: &str| {
+            let file = out.join(format!("{layout}.tar"));
+            let _ = fs::remove_file(&file);
+            let o = run(Command::new("skopeo").args([
+                "copy",
+                "-q",
+                &format!("oci:{}:latest", out.join("oci").join(layout).display()),
+                &format!("oci-archive:{}:{name}", file.display()),
+            ]));
+            assert!(
+                o.status.success(),
+                "skopeo copy {layout}: {}",
+                text(&o.stderr)
+            );
+            file
+        };
+        (archive("busybox", BUSYBOX), archive("wasm-image", WASM))
+    })
+}
+
+/// Runs `cmd` (stdin /dev/null, output through files), failing the test after
+/// COMMAND_TIMEOUT (killing the child we started, by pid).
+fn run(cmd: &mut Command) -> Output {
+    let out = tempfile::tempfile().unwrap();
+    let err = tempfile::tempfile().unwrap();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > COMMAND_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {COMMAND_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let read = |mut f: fs::File| {
+        use std::io::{Read, Seek};
+        let mut v = Vec::new();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut v).unwrap();
+        v
+    };
+    Output {
+        status,
+        stdout: read(out),
+        stderr: read(err),
+    }
+}
+
+/// Processes other than this one whose command line names `needle`.
+fn processes_naming(needle: &str) -> Vec<String> {
+    let me = std::process::id().to_string();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.chars().all(|c| c.is_ascii_digit()) && n != me
+        })
+        .filter_map(|e| {
+            let cmdline = text(&fs::read(e.path().join("cmdline")).ok()?).replace('\0', " ");
+            cmdline
+                .contains(needle)
+                .then(|| format!("{}: {cmdline}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|mp| mp.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A private containerd whose PATH holds our shim, with both images imported.
+struct Containerd {
+    dir: Option<tempfile::TempDir>,
+    path: PathBuf,
+    address: String,
+    namespace: String,
+    cgroups: Vec<String>,
+}
+
+impl Containerd {
+    fn new() -> Containerd {
+        for tool in ["containerd", "ctr", "skopeo"] {
+            assert!(
+                run(Command::new("sh").args(["-c", &format!("command -v {tool}")]))
+                    .status
+                    .success(),
+                "{tool} not found: install it with scripts/install-deps.sh"
+            );
+        }
+        assert!(nix::unistd::geteuid().is_root(), "the shim tests need root");
+        let shims = shim_dir();
+        let (busybox, wasm) = archives();
+        // Short: unix socket paths are limited to 107 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("pouch-sh.")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let path = dir.path().canonicalize().unwrap();
+        let mut c = Containerd {
+            dir: Some(dir),
+            path: path.clone(),
+            address: String::new(),
+            namespace: unique("pouch-shim"),
+            cgroups: Vec::new(),
+        };
+        let search = format!(
+            "{}:{}",
+            shims.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let o = run(Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/containerd.sh"))
+            .arg("start")
+            .arg(&path)
+            .env("PATH", search)
+            .env("POUCH_WASM_CACHE", path.join("wasm-cache")));
+        assert!(
+            o.status.success(),
+            "containerd.sh start: {}",
+            text(&o.stderr)
+        );
+        c.address = text(&o.stdout).trim().to_owned();
+        c.ok(&["images", "import", busybox.to_str().unwrap()]);
+        c.ok(&["images", "import", wasm.to_str().unwrap()]);
+        c
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ctr");
+        c.args(["--address", &self.address, "--namespace", &self.namespace])
+            .args(args);
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        run(&mut self.command(args))
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.ctr(args);
+        assert!(
+            o.status.success(),
+            "ctr {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            o.status,
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        text(&o.stdout)
+    }
+
+    /// A fresh container id and its cgroup (checked by the guard).
+    fn new_container(&mut self) -> (String, String) {
+        let id = unique("sh");
+        let cg = format!("{CGROUP_TEST_ROOT}/{id}");
+        self.cgroups.push(cg.clone());
+        (id, cg)
+    }
+
+    /// `ctr run MODE --runtime io.containerd.pouch.v2 --cgroup CG IMAGE ID ARGS...`
+    fn run(&self, mode: &str, image: &str, id: &str, cg: &str, args: &[&str]) -> Output {
+        let mut argv = vec!["run", mode, "--runtime", RUNTIME, "--cgroup", cg, image, id];
+        argv.extend_from_slice(args);
+        self.ctr(&argv)
+    }
+
+    /// The pid and status `ctr task ls` shows for `id`.
+    fn task(&self, id: &str) -> Option<(i64, String)> {
+        self.ok(&["task", "ls"]).lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&id)).then(|| (f[1].parse().unwrap(), f[2].to_owned()))
+        })
+    }
+
+    fn wait_status(&self, id: &str, want: &str) {
+        let t = Instant::now();
+        loop {
+            let task = self.task(id);
+            if task.as_ref().is_some_and(|(_, s)| s == want) {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "task {id} is not {want}: {task:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The runtime root of this namespace (the shim's default).
+    fn runtime_root(&self) -> PathBuf {
+        Path::new("/run/containerd/pouch").join(&self.namespace)
+    }
+
+    /// What is left behind: shims, mounts, cgroups, runtime state.
+    fn leftovers(&self) -> Vec<String> {
+        let mut left = Vec::new();
+        // Shims name the containerd socket in their argv.
+        let t = Instant::now();
+        let shims = loop {
+            let shims: Vec<String> = processes_naming(&self.address)
+                .into_iter()
+                .filter(|p| p.contains("containerd-shim-pouch-v2"))
+                .collect();
+            if shims.is_empty() || t.elapsed() > Duration::from_secs(10) {
+                break shims;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        left.extend(
+            shims
+                .into_iter()
+                .map(|s| format!("shim still running: {s}")),
+        );
+        left.extend(
+            mounts_under(&self.path)
+                .into_iter()
+                .map(|m| format!("mount left: {m}")),
+        );
+        for cg in &self.cgroups {
+            for d in cgroup_dirs_of(cg).into_iter().filter(|d| d.exists()) {
+                left.push(format!("cgroup left: {}", d.display()));
+            }
+        }
+        if let Ok(d) = fs::read_dir(self.runtime_root()) {
+            for e in d.flatten() {
+                left.push(format!("runtime state left: {}", e.path().display()));
+            }
+        }
+        left
+    }
+
+    fn check_and_clean(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !std::thread::panicking() && !self.address.is_empty() {
+            for what in ["containers", "tasks"] {
+                let left = self.ok(&[what, "ls", "-q"]);
+                if !left.trim().is_empty() {
+                    problems.push(format!("ctr {what} ls: {left:?}"));
+                }
+            }
+            problems.extend(self.leftovers());
+        }
+        let o = run(Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/containerd.sh"))
+            .arg("stop")
+            .arg(&self.path));
+        if !o.status.success() {
+            problems.push(format!("containerd.sh stop: {}", text(&o.stderr).trim()));
+        }
+        for cg in &self.cgroups {
+            let _ = run(Command::new("bash")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/cgroup-cleanup.sh"))
+                .arg("--kill")
+                .arg(cg));
+        }
+        let _ = fs::remove_dir_all(self.runtime_root());
+        if mounts_under(&self.path).is_empty() {
+            drop(self.dir.take());
+        } else if let Some(d) = self.dir.take() {
+            problems.push(format!("kept {} (mounts inside)", d.keep().display()));
+        }
+        problems
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let problems = self.check_and_clean();
+        if std::thread::panicking() {
+            if !problems.is_empty() {
+                eprintln!("cleanup after the failure:\n  {}", problems.join("\n  "));
+            }
+        } else {
+            assert!(
+                problems.is_empty(),
+                "the test left things behind:\n  {}",
+                problems.join("\n  ")
+            );
+        }
+    }
+}
+
+#[test]
+fn shim_runs_busybox_and_passes_exit_codes_through() {
+    let mut c = Containerd::new();
+    let (id, cg) = c.new_container();
+    let o = c.run("--rm", BUSYBOX, &id, &cg, &["echo", "hi"]);
+    assert!(o.status.success(), "ctr run: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "hi\n", "stderr: {}", text(&o.stderr));
+
+    let (id, cg) = c.new_container();
+    let o = c.run(
+        "--rm",
+        BUSYBOX,
+        &id,
+        &cg,
+        &["sh", "-c", "echo out; echo err >&2; exit 7"],
+    );
+    assert_eq!(o.status.code(), Some(7), "stderr: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "out\n");
+    assert!(text(&o.stderr).contains("err"), "{}", text(&o.stderr));
+
+    // A runtime error reaches ctr, and nothing is left.
+    let (id, cg) = c.new_container();
+    let o = c.run("--rm", BUSYBOX, &id, &cg, &["/no/such/program"]);
+    let err = text(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("OCI runtime create failed")
+            && err.contains("/no/such/program"),
+        "ctr should show the runtime's error ({}): {err}",
+        o.status
+    );
+    let _ = c.ctr(&["containers", "rm", &id]);
+}
+
+#[test]
+fn shim_runs_a_wasm_image_with_its_output_reaching_ctr() {
+    let mut c = Containerd::new();
+    let (id, cg) = c.new_container();
+    let o = c.run("--rm", WASM, &id, &cg, &[]);
+    assert!(o.status.success(), "ctr run (wasm): {}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("hello from wasm"),
+        "stdout: {}\nstderr: {}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let cached = fs::read_dir(c.path.join("wasm-cache"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(
+        cached, 1,
+        "the module is compiled once into the shared cache"
+    );
+}
+
+#[test]
+fn shim_task_kill_exec_ps_pause_resume_and_metrics() {
+    let mut c = Containerd::new();
+    let (id, cg) = c.new_container();
+    let o = c.run("-d", BUSYBOX, &id, &cg, &["sleep", "1000"]);
+    assert!(o.status.success(), "ctr run -d: {}", text(&o.stderr));
+    c.wait_status(&id, "RUNNING");
+    let (pid, _) = c.task(&id).unwrap();
+    let procs = fs::read_to_string(cgroup_dirs_of(&cg)[0].join("cgroup.procs")).unwrap();
+    assert!(
+        procs.lines().any(|l| l == pid.to_string()),
+        "init {pid} is not in {cg}: {procs}"
+    );
+
+    // exec joins the container; its exit code passes through.
+    let o = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        &id,
+        "sh",
+        "-c",
+        "cat /proc/1/comm; echo e >&2; exit 5",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "ctr task exec: {}",
+        text(&o.stderr)
+    );
+    assert_eq!(text(&o.stdout), "sleep\n");
+    assert!(text(&o.stderr).contains('e'));
+    let o = c.ctr(&["task", "exec", "--exec-id", "e2", &id, "/no/such/program"]);
+    assert!(
+        !o.status.success() && text(&o.stderr).contains("OCI runtime exec failed"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(c.task(&id), Some((pid, "RUNNING".to_owned())));
+
+    // ps lists the init.
+    let ps = c.ok(&["task", "ps", &id]);
+    assert!(
+        ps.lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().next() == Some(&pid.to_string())),
+        "{ps}"
+    );
+
+    // metrics: cgroups v1 format (memory, cpu, pids) from the init's cgroup.
+    let json = c.ok(&["task", "metrics", "--format", "json", &id]);
+    let m: serde_json::Value =
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    let num = |p: &str| m.pointer(p).and_then(|v| v.as_u64()).unwrap_or(0);
+    assert!(
+        num("/memory/usage/usage") > 0 && num("/pids/current") >= 1 && num("/cpu/usage/total") > 0,
+        "memory, pids and cpu of the task: {json}"
+    );
+    let table = c.ok(&["task", "metrics", &id]);
+    assert!(
+        table.contains("memory.usage_in_bytes") && table.contains("pids.current"),
+        "{table}"
+    );
+
+    c.ok(&["task", "pause", &id]);
+    c.wait_status(&id, "PAUSED");
+    c.ok(&["task", "resume", &id]);
+    c.wait_status(&id, "RUNNING");
+
+    c.ok(&["task", "kill", "-s", "KILL", &id]);
+    c.wait_status(&id, "STOPPED");
+    assert!(process_gone(pid), "the init {pid} survived");
+    let o = c.ctr(&["task", "delete", &id]);
+    assert!(o.status.success(), "ctr task delete: {}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("exit code 137"),
+        "{}",
+        text(&o.stderr)
+    );
+    c.ok(&["containers", "rm", &id]);
+
+    // The default signal (SIGTERM) reaches an init that handles it; kill --all.
+    let (id, cg) = c.new_container();
+    let o = c.run(
+        "-d",
+        BUSYBOX,
+        &id,
+        &cg,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    c.wait_status(&id, "RUNNING");
+    std::thread::sleep(Duration::from_millis(300));
+    c.ok(&["task", "kill", &id]);
+    c.wait_status(&id, "STOPPED");
+    let o = c.ctr(&["task", "delete", &id]);
+    assert!(
+        text(&o.stderr).contains("exit code 42"),
+        "{}",
+        text(&o.stderr)
+    );
+    c.ok(&["containers", "rm", &id]);
+}
+
+#[test]
+fn shim_run_t_gives_the_container_a_terminal() {
+    let mut c = Containerd::new();
+    let (id, cg) = c.new_container();
+    let (master, slave) = common::terminal::pty(33, 99);
+    let mut child = common::terminal::spawn_on_pty(
+        &mut c.command(&[
+            "run",
+            "-t",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--cgroup",
+            &cg,
+            BUSYBOX,
+            &id,
+            "sh",
+        ]),
+        &slave,
+    );
+    drop(slave);
+    let shown = common::terminal::converse(
+        &master,
+        &["stty size; tty; echo typed-$((6*7))\n", "exit 5\n"],
+        Duration::from_secs(20),
+    );
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ctr run -t did not exit; the terminal showed:\n{shown}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.code(),
+        Some(5),
+        "{status:?} ({:?}); terminal:\n{shown}",
+        status.signal()
+    );
+    assert!(
+        shown.contains("33 99") && shown.contains("/dev/pts/0") && shown.contains("typed-42"),
+        "{shown}"
+    );
+}
