@@ -327,3 +327,32 @@ fn a_time_limit_annotation_stops_the_guest() {
         "{err}"
     );
 }
+
+#[test]
+fn exec_into_a_wasm_container_says_it_is_not_implemented() {
+    let w = WasmBundle::new(&["/app/sleep.wasm"]);
+    w.b.write();
+    let mut c = w.b.cmd();
+    c.arg("--wasm-cache").arg(w.cache.path()).args([
+        "run",
+        "--bundle",
+        w.b.dir.path().to_str().unwrap(),
+        &w.b.id,
+    ]);
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 5];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    let o = w.rt(&["exec", &w.b.id, "/bin/sh", "-c", "true"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("wasm") && err.contains("not implemented"),
+        "{err}"
+    );
+    stdout_ok(w.rt(&["kill", &w.b.id, "KILL"]));
+    child.wait().unwrap();
+}

@@ -162,6 +162,7 @@ impl Runtime {
             cgroup_path: cgroup_path.clone(),
             annotations: spec.annotations().clone().unwrap_or_default(),
             freeze_file: cgroup.freeze_state_file(),
+            executor: String::new(),
             hooks: spec.hooks().clone(),
         };
         let result = (|| -> Result<(), Error> {
@@ -174,6 +175,11 @@ impl Runtime {
             let decision = crate::dispatch::decide(&spec, &rootfs, None)
                 .map_err(|e| Error::Spec(e.to_string()))?;
             tracing::debug!(id, rule = ?decision.rule, "dispatch: {:?}: {}", decision.executor, decision.why);
+            rec.executor = match decision.executor {
+                Executor::Native => "native".into(),
+                Executor::Wasm { .. } => "wasm".into(),
+            };
+            dir.save(&rec)?;
             let mut native = NativeWorkload {
                 init: spec
                     .annotations()

@@ -53,6 +53,13 @@ impl Runtime {
                 "cannot exec in container {id:?}: it is {status}"
             )));
         }
+        if rec.executor == "wasm" {
+            return Err(Error::Spec(format!(
+                "container {id:?} runs a wasm module in wasmtime: exec of a process into a wasm \
+                 container is not implemented (there is no Linux process to join; run another \
+                 container instead)"
+            )));
+        }
         let spec = load_bundle_spec(&rec.bundle)?;
         let linux = spec.linux().clone().unwrap_or_default();
         let namespaces = linux

@@ -70,6 +70,10 @@ pub struct ContainerRecord {
     /// look the cgroup layout up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freeze_file: Option<PathBuf>,
+    /// The executor dispatch chose: `native` or `wasm` (empty in state written before it was
+    /// recorded: native).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub executor: String,
     /// The spec's hooks (`poststart` and `poststop` run after `create` returned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<oci_spec::runtime::Hooks>,
@@ -485,6 +489,7 @@ mod tests {
             cgroup_path: format!("/pouch-test/{id}"),
             annotations: HashMap::new(),
             freeze_file: None,
+            executor: String::new(),
             hooks: None,
         }
     }
