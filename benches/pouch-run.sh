@@ -81,10 +81,12 @@ case "${1:-}" in
         fi
         exec python3 "$here/pouch_run.py" "$@" ;;
     --cleanup-namespace)
-        # --cleanup-namespace STATEDIR DATA_ROOT POUCH: leftover containers of an interrupted run.
-        # Same view as the run (crun refuses the hybrid layout also for delete).
+        # --cleanup-namespace STATEDIR DATA_ROOT POUCH CGPARENT: leftover containers of an
+        # interrupted run, in the same view as the run (crun refuses the hybrid layout also for
+        # delete), and what crun left in the hidden /sys/fs/cgroup/unified.
         shift
-        hide_unified || true
+        hidden=0
+        if hide_unified; then hidden=1; fi
         if [ -f "$1/containers.conf" ]; then
             POUCH_PODMAN_RUNTIME=${BENCH_PODMAN_RUNTIME:-crun} "$repo/tests/support/podman-cleanup.sh" "$1" || true
         fi
@@ -92,6 +94,13 @@ case "${1:-}" in
             for id in $("$3" --data-root "$2" ps -a -q 2>/dev/null || true); do
                 "$3" --data-root "$2" rm -f "$id" >/dev/null 2>&1 || log "warning: pouch rm -f $id failed"
             done
+        fi
+        # crun's directories for the cgroup2 hierarchy, made in the hidden (unmounted)
+        # /sys/fs/cgroup/unified: plain directories of the host's /sys/fs/cgroup tmpfs.
+        if [ "$hidden" = 1 ] && [ -n "${4:-}" ] && [ -d "/sys/fs/cgroup/unified$4" ] &&
+           [ "$(findmnt -n -o FSTYPE -T "/sys/fs/cgroup/unified$4")" = tmpfs ]; then
+            rm -rf --one-file-system -- "/sys/fs/cgroup/unified$4"
+            rmdir /sys/fs/cgroup/unified/pouch-bench 2>/dev/null || true
         fi
         exit 0 ;;
     "") ;;
@@ -144,7 +153,7 @@ root="$work/pouch"      # pouch's data root
 cleanup() {
     local rc=$?
     # Leftover containers (an interrupted run), in the same cgroup view as the run.
-    unshare -m --propagation private -- bash "$self" --cleanup-namespace "$pm" "$root" "$work/bin/pouch" || true
+    unshare -m --propagation private -- bash "$self" --cleanup-namespace "$pm" "$root" "$work/bin/pouch" "$cgparent" || true
     # Anything still in our cgroups is a container of ours: kill it, then remove the cgroups
     # (host view: every v1 hierarchy and the cgroup2 mount).
     "$repo/tests/support/cgroup-cleanup.sh" --kill "$cgparent" >/dev/null 2>&1 || true
@@ -185,10 +194,11 @@ log "images (make-test-images.sh, no network) ..."
 "$repo/tests/support/make-test-images.sh" "$work/img" >"$work/logs/make-test-images.log" 2>&1 \
     || die "make-test-images.sh failed (tail of $work/logs/make-test-images.log):$(printf '\n'; tail -n 20 "$work/logs/make-test-images.log")"
 
-# pouch: oci-archive + pouch load; the names it records are read back from `pouch images`.
+# pouch: oci-archive (named localhost/bench/NAME:latest, as podman's copy) + pouch load, which
+# prints the names it recorded.
 declare -A pouch_ref
 for img in busybox wasm wasm-image; do
-    skopeo copy -q "oci:$work/img/$img:latest" "oci-archive:$work/img/$img.tar" >>"$work/logs/load.log" 2>&1 \
+    skopeo copy -q "oci:$work/img/$img:latest" "oci-archive:$work/img/$img.tar:localhost/bench/$img:latest" >>"$work/logs/load.log" 2>&1 \
         || die "skopeo copy of $img to an oci-archive failed: $(tail -n 5 "$work/logs/load.log")"
     names=$("$pouch" --data-root "$root" load -q -i "$work/img/$img.tar" 2>>"$work/logs/load.log") \
         || die "pouch load of $img failed: $(tail -n 5 "$work/logs/load.log")"
@@ -201,7 +211,9 @@ done
 eval "$("$repo/tests/support/podman-env.sh" "$pm")"
 driver=$(cat "$pm/storage-driver")
 podman_img=localhost/bench/busybox:latest
-skopeo copy -q "oci:$work/img/busybox:latest" "containers-storage:[$driver@$pm/graph+$pm/runroot]$podman_img" \
+# (in a mount namespace of its own: the overlay driver bind-mounts graph/overlay onto itself)
+unshare -m --propagation private -- \
+    skopeo copy -q "oci:$work/img/busybox:latest" "containers-storage:[$driver@$pm/graph+$pm/runroot]$podman_img" \
     >>"$work/logs/load.log" 2>&1 || die "skopeo copy of busybox into podman's storage failed: $(tail -n 5 "$work/logs/load.log")"
 podman=(podman --runtime "$podman_rt_bin" --cgroup-manager cgroupfs)
 
@@ -243,7 +255,7 @@ cat "$work/header.md"
 log "measuring (cgroups under $cgparent; work dir $work) ..."
 unshare -m --propagation private -- bash "$self" --in-namespace \
     --workdir "$work" --pouch "$pouch" --data-root "$root" --podman "${podman[*]}" \
-    --cgroup-parent "$cgparent" "${tools[@]}" "${ratios[@]}" \
+    --cgroup-parent "$cgparent" --podman-runtime "$podman_rt" "${tools[@]}" "${ratios[@]}" \
     --runs "$runs" --warmup "$warmup" --cpu-runs "$cpu_runs" --settle-ms "$settle_ms" \
     --output "$work/results.md"
 

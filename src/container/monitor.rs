@@ -35,6 +35,10 @@ struct Status {
 
 impl Status {
     fn say(&mut self, line: &str) {
+        // The CLI may be gone: a write must fail with EPIPE, not kill us. (The default is
+        // restored before the next container is created.)
+        // SAFETY: ignoring a signal.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
         if let Some(f) = &mut self.fd {
             if f.write_all(format!("{line}\n").as_bytes()).is_err() {
                 self.fd = None;
