@@ -35,3 +35,13 @@ bench_machine_lines() {
     echo "- kernel: $(uname -r); $(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release)"
     echo "- cgroups: $(if [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup)" = cgroup2 ]; then echo "v2"; elif [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2 ]; then echo "hybrid on the host; the benchmark's private mount namespace hides /sys/fs/cgroup/unified (v1 view for all)"; else echo "v1"; fi)"
 }
+
+# clean_hidden_unified: in a private mount namespace where /sys/fs/cgroup/unified was unmounted,
+# crun still makes its cgroup2 directories there: plain directories of the host's
+# /sys/fs/cgroup tmpfs, invisible on the host and never removed. Remove ours (/pouch-bench).
+clean_hidden_unified() {
+    local d=/sys/fs/cgroup/unified/pouch-bench
+    if [ -d "$d" ] && [ "$(findmnt -n -o FSTYPE -T "$d")" = tmpfs ]; then
+        rm -rf --one-file-system -- "$d"
+    fi
+}

@@ -355,6 +355,9 @@ def main():
     except BenchError as e:
         log(f"error: {e}")
         sys.exit(1)
+    except KeyboardInterrupt:
+        log("interrupted")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,10 @@ if [ "${1:-}" = "--in-namespace" ]; then
         umount /sys/fs/cgroup/unified
         log "private mount namespace: /sys/fs/cgroup/unified unmounted (hybrid -> v1 view for all runtimes)"
     fi
-    exec python3 "$here/runtime_startup.py" "$@"
+    rc=0
+    python3 "$here/runtime_startup.py" "$@" || rc=$?
+    clean_hidden_unified
+    exit "$rc"
 fi
 
 # ---- on the host -------------------------------------------------------------------------------

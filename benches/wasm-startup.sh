@@ -75,7 +75,10 @@ if [ "${1:-}" = "--in-namespace" ]; then
         umount /sys/fs/cgroup/unified
         log "private mount namespace: /sys/fs/cgroup/unified unmounted (hybrid -> v1 view for all)"
     fi
-    exec python3 -B "$here/wasm_startup.py" "$@"   # -B: no __pycache__ for the imported harness
+    rc=0
+    python3 -B "$here/wasm_startup.py" "$@" || rc=$?
+    clean_hidden_unified
+    exit "$rc"
 fi
 
 # ---- on the host -------------------------------------------------------------------------------
