@@ -35,6 +35,8 @@ use common::*;
 const RUNTIME: &str = "io.containerd.pouch.v2";
 const BUSYBOX: &str = "localhost/pouch-busybox:latest";
 const WASM: &str = "localhost/pouch-wasm:latest";
+/// A wasm image whose module sleeps (wasm-examples/bin/sleep.wasm, 1000 s without arguments).
+const WASM_SLEEP: &str = "localhost/pouch-wasm-sleep:latest";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn text(b: &[u8]) -> String {
@@ -116,6 +118,67 @@ fn archives() -> &'static (PathBuf, PathBuf) {
             file
         };
         (archive("busybox", BUSYBOX), archive("wasm-image", WASM))
+    })
+}
+
+/// The script that builds the sleep.wasm image's OCI layout $2 from $3, with the functions of
+/// make-test-images.sh ($1) and as that script builds its `wasm-image` (compat style:
+/// platform wasi/wasm, one gzip layer, the module as the entrypoint).
+const SLEEP_IMAGE_SCRIPT: &str = r#"
+set -euo pipefail
+. "$1"
+layout=$2 module=$3
+work=$(mktemp -d "$layout.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+L="$work/layout"
+layout_init "$L"
+mkdir -p "$work/root"
+cp "$module" "$work/root/sleep.wasm"
+chmod 0755 "$work/root" "$work/root/sleep.wasm"
+layer_dir "$L" "$work/root"
+cfg=$(image_config "$WASM_IMAGE_OS" wasm "" '"Entrypoint":["/sleep.wasm"]' "\"$L_DIFFID\"" \
+    "$(history_entry "shim test: add sleep.wasm")")
+blob_json "$L" "$cfg"
+blob_json "$L" "$(image_manifest "$(descriptor "$MT_CONFIG" "$B_DIGEST" "$B_SIZE")" \
+    "$(descriptor "$MT_LAYER_GZ" "$L_DIGEST" "$L_SIZE")")"
+layout_tag "$L" "$MT_MANIFEST" "$B_DIGEST" "$B_SIZE"
+check_layout "$L" 1
+rm -rf "$layout"
+mv "$L" "$layout"
+"#;
+
+/// The sleep.wasm image as an oci-archive (built once per test process).
+fn sleep_archive() -> &'static Path {
+    static A: OnceLock<PathBuf> = OnceLock::new();
+    A.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("shim-images");
+        fs::create_dir_all(&out).unwrap();
+        let layout = out.join("wasm-sleep");
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let o = run(Command::new("bash")
+            .args(["-c", SLEEP_IMAGE_SCRIPT, "make-sleep-image"])
+            .arg(repo.join("tests/support/make-test-images.sh"))
+            .arg(&layout)
+            .arg(repo.join("wasm-examples/bin/sleep.wasm")));
+        assert!(
+            o.status.success(),
+            "building the sleep.wasm image: {}",
+            text(&o.stderr)
+        );
+        let file = out.join("wasm-sleep.tar");
+        let _ = fs::remove_file(&file);
+        let o = run(Command::new("skopeo").args([
+            "copy",
+            "-q",
+            &format!("oci:{}:latest", layout.display()),
+            &format!("oci-archive:{}:{WASM_SLEEP}", file.display()),
+        ]));
+        assert!(
+            o.status.success(),
+            "skopeo copy wasm-sleep: {}",
+            text(&o.stderr)
+        );
+        file
     })
 }
 
@@ -242,6 +305,11 @@ impl Containerd {
         c.ok(&["images", "import", busybox.to_str().unwrap()]);
         c.ok(&["images", "import", wasm.to_str().unwrap()]);
         c
+    }
+
+    /// Imports the sleep.wasm image ([`WASM_SLEEP`]).
+    fn import_sleep_wasm(&self) {
+        self.ok(&["images", "import", sleep_archive().to_str().unwrap()]);
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -615,4 +683,230 @@ fn shim_run_t_gives_the_container_a_terminal() {
         shown.contains("33 99") && shown.contains("/dev/pts/0") && shown.contains("typed-42"),
         "{shown}"
     );
+}
+
+#[test]
+fn shim_exec_into_a_wasm_task_is_unimplemented() {
+    let mut c = Containerd::new();
+    c.import_sleep_wasm();
+    let (id, cg) = c.new_container();
+    let o = c.run("-d", WASM_SLEEP, &id, &cg, &[]);
+    assert!(o.status.success(), "ctr run -d (wasm): {}", text(&o.stderr));
+    c.wait_status(&id, "RUNNING");
+    let (pid, _) = c.task(&id).unwrap();
+
+    // pouch-runtime refuses it; the shim answers UNIMPLEMENTED, which containerd turns into
+    // its ErrNotImplemented (the message gains a trailing ": not implemented").
+    let o = c.ctr(&["task", "exec", "--exec-id", "e1", &id, "/sleep.wasm", "1"]);
+    let err = text(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "exec into a wasm task succeeded: {err}"
+    );
+    assert!(
+        err.contains("OCI runtime exec failed")
+            && err.contains("wasm")
+            && err.contains("not implemented"),
+        "{err}"
+    );
+    assert!(
+        err.trim_end().ends_with(": not implemented"),
+        "containerd did not see UNIMPLEMENTED (ErrNotImplemented): {err}"
+    );
+    // The task is untouched, and the failed exec is gone: the same exec id can be used again.
+    assert_eq!(c.task(&id), Some((pid, "RUNNING".to_owned())));
+    let o = c.ctr(&["task", "exec", "--exec-id", "e1", &id, "/sleep.wasm", "1"]);
+    assert!(
+        text(&o.stderr).contains("not implemented"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    c.ok(&["task", "kill", "-s", "KILL", &id]);
+    c.wait_status(&id, "STOPPED");
+    assert!(process_gone(pid), "the wasm init {pid} survived");
+    let o = c.ctr(&["task", "delete", &id]);
+    assert!(
+        text(&o.stderr).contains("exit code 137"),
+        "{}",
+        text(&o.stderr)
+    );
+    c.ok(&["containers", "rm", &id]);
+}
+
+/// `ctr events`, running in the background until dropped (ended by its pid).
+struct Events {
+    child: std::process::Child,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Events {
+    /// Starts `ctr events` and waits until it sees events (a probe container is created and
+    /// removed).
+    fn start(c: &Containerd) -> Events {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("events");
+        let child = c
+            .command(&["events"])
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ctr events");
+        let ev = Events {
+            child,
+            out,
+            _dir: dir,
+        };
+        let probe = unique("probe");
+        let t = Instant::now();
+        loop {
+            c.ok(&["containers", "create", BUSYBOX, &probe]);
+            c.ok(&["containers", "rm", &probe]);
+            if ev.text().contains(&probe) {
+                return ev;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "ctr events showed nothing"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn text(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// The topics of the events about container `id`, in order, once `last` is among them.
+    fn topics_until(&self, id: &str, last: &str) -> Vec<String> {
+        let t = Instant::now();
+        loop {
+            let topics: Vec<String> = self
+                .text()
+                .lines()
+                .filter(|l| l.contains(&format!("\"{id}\"")))
+                .filter_map(|l| l.split_whitespace().find(|w| w.starts_with("/tasks/")))
+                .map(str::to_owned)
+                .collect();
+            if topics.iter().any(|t| t == last) || t.elapsed() > Duration::from_secs(10) {
+                return topics;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn shim_publishes_task_oom_before_the_exit() {
+    let mut c = Containerd::new();
+    let events = Events::start(&c);
+
+    // A shell doubling a string hits the 20 MiB limit within a second; the OOM killer ends it.
+    let (id, cg) = c.new_container();
+    let o = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--cgroup",
+        &cg,
+        "--memory-limit",
+        &(20u64 << 20).to_string(),
+        BUSYBOX,
+        &id,
+        "sh",
+        "-c",
+        "x=a; while true; do x=$x$x; done",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(137),
+        "the memory hog should be OOM-killed: {}",
+        text(&o.stderr)
+    );
+    let topics = events.topics_until(&id, "/tasks/delete");
+    let pos = |t: &str| topics.iter().position(|x| x == t);
+    assert!(
+        pos("/tasks/oom").is_some() && pos("/tasks/oom") < pos("/tasks/exit"),
+        "TaskOOM before TaskExit for {id}: {topics:?}\n{}",
+        events.text()
+    );
+
+    // An ordinary exit has no OOM event.
+    let (id, cg) = c.new_container();
+    let o = c.run("--rm", BUSYBOX, &id, &cg, &["true"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let topics = events.topics_until(&id, "/tasks/delete");
+    assert!(
+        topics.contains(&"/tasks/exit".to_owned()) && !topics.contains(&"/tasks/oom".to_owned()),
+        "{topics:?}"
+    );
+}
+
+#[test]
+fn shim_runs_50_tasks_at_once() {
+    const TASKS: usize = 50;
+    const WASM_EVERY: usize = 5; // 10 of the 50
+    let mut c = Containerd::new();
+    let tasks: Vec<(usize, String, String)> = (0..TASKS)
+        .map(|i| {
+            let (id, cg) = c.new_container();
+            (i, id, cg)
+        })
+        .collect();
+    let t = Instant::now();
+    let results: Vec<(usize, String, Output)> = std::thread::scope(|s| {
+        let handles: Vec<_> = tasks
+            .iter()
+            .map(|(i, id, cg)| {
+                let c = &c;
+                s.spawn(move || {
+                    let o = if i % WASM_EVERY == 0 {
+                        c.run("--rm", WASM, id, cg, &[])
+                    } else {
+                        let script = format!("echo task-{i}; exit {}", i % 7);
+                        c.run("--rm", BUSYBOX, id, cg, &["sh", "-c", &script])
+                    };
+                    (*i, id.clone(), o)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let took = t.elapsed();
+    let mut wrong = Vec::new();
+    for (i, id, o) in &results {
+        let (code, out) = if i % WASM_EVERY == 0 {
+            (0, "hello from wasm".to_owned())
+        } else {
+            ((i % 7) as i32, format!("task-{i}\n"))
+        };
+        if o.status.code() != Some(code) || !text(&o.stdout).contains(&out) {
+            wrong.push(format!(
+                "{id} (#{i}): {} (want {code}), stdout {:?}, stderr {:?}",
+                o.status,
+                text(&o.stdout),
+                text(&o.stderr)
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {TASKS} tasks went wrong:\n  {}",
+        wrong.len(),
+        wrong.join("\n  ")
+    );
+    eprintln!("{TASKS} tasks through the pouch shim at once: {took:?}");
+    // The guard then checks that no task, container, shim, mount, cgroup or state is left.
+    let left = c.leftovers();
+    assert!(left.is_empty(), "left behind:\n  {}", left.join("\n  "));
 }

@@ -11,7 +11,7 @@ use containerd_shim::api;
 use containerd_shim::asynchronous::ExitSignal;
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
@@ -23,6 +23,7 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Context, Task, TtrpcContext, TtrpcResult};
 use tokio::sync::watch;
 
+use crate::metrics::OomCounter;
 use crate::reaper::Reaper;
 use crate::runtime::{ProcessStdio, RuntimeCli, DEFAULT_ROOT_BASE};
 use crate::stdio::{open_fifos, ConsoleSocket, Terminal};
@@ -98,6 +99,8 @@ struct Container {
     init: Proc,
     execs: HashMap<String, Proc>,
     paused: bool,
+    /// The OOM-kill counter of the container's memory cgroup (`None`: no memory controller).
+    oom: Option<Arc<OomCounter>>,
 }
 
 impl Container {
@@ -191,7 +194,9 @@ impl Service {
         self.with(id, |c| Ok(c.cli.clone()))
     }
 
-    /// Waits for `pid`'s exit (reaped by us), records it and publishes TaskExit.
+    /// Waits for `pid`'s exit (reaped by us), records it and publishes TaskExit, preceded by
+    /// TaskOOM when the OOM killer ended a process of the container's cgroup since the last
+    /// exit (the cgroup lives on until `pouch-runtime delete`, so its counter is still there).
     fn watch_exit(&self, id: &str, exec_id: &str, pid: u32) {
         let rx = self.inner.reaper.watch(pid as i32);
         let me = self.clone();
@@ -201,12 +206,22 @@ impl Service {
             let at = containerd_shim::util::timestamp().unwrap_or_default();
             let found = me.with(&id, |c| {
                 let p = c.proc(&exec_id)?;
-                Ok((p.exit_tx.clone(), p.console.clone()))
+                Ok((p.exit_tx.clone(), p.console.clone(), c.oom.clone()))
             });
-            let Ok((tx, console)) = found else { return };
+            let Ok((tx, console, oom)) = found else {
+                return;
+            };
             if let Some(t) = console {
                 // Deliver what the terminal still holds before announcing the exit.
                 t.io.shutdown().await;
+            }
+            if oom.is_some_and(|o| o.new_kills()) {
+                log::info!("container {id}: the OOM killer ended a process of its cgroup");
+                me.publish(TaskOOM {
+                    container_id: id.clone(),
+                    ..Default::default()
+                })
+                .await;
             }
             me.publish(TaskExit {
                 container_id: id.clone(),
@@ -274,9 +289,15 @@ impl Service {
                 .map_err(|e| err(Code::INTERNAL, format!("{what}: {e}")))?;
             (s, None)
         };
-        cli.run(&args, Some(stdio))
-            .await
-            .map_err(|e| err(Code::UNKNOWN, format!("OCI runtime {what} failed: {e}")))?;
+        cli.run(&args, Some(stdio)).await.map_err(|e| {
+            // E.g. exec into a wasm container: there is no Linux process to join.
+            let code = if e.message.to_lowercase().contains("not implemented") {
+                Code::UNIMPLEMENTED
+            } else {
+                Code::UNKNOWN
+            };
+            err(code, format!("OCI runtime {what} failed: {e}"))
+        })?;
         match console {
             None => Ok(None),
             Some(s) => {
@@ -437,6 +458,8 @@ impl Task for Service {
         let mut init = Proc::new(&req.stdin, &req.stdout, &req.stderr, req.terminal);
         init.pid = pid;
         init.console = console;
+        // The init is in its cgroup once create has returned.
+        let oom = OomCounter::of_pid(pid).map(Arc::new);
         self.inner.containers.lock().unwrap().insert(
             id.clone(),
             Container {
@@ -446,6 +469,7 @@ impl Task for Service {
                 init,
                 execs: HashMap::new(),
                 paused: false,
+                oom,
             },
         );
         self.publish(TaskCreate {
