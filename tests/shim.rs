@@ -11,7 +11,9 @@
 //! shim on its PATH, which the test prefixes with that directory.
 //!
 //! Images (no network): `tests/support/make-test-images.sh` builds OCI layouts, skopeo turns
-//! `busybox` and `wasm-image` into oci-archives, `ctr images import` loads them.
+//! `busybox` and `wasm-image` into oci-archives, `ctr images import` loads them. A long-running
+//! wasm image (`wasm-examples/bin/sleep.wasm` as the entrypoint) is built here with that
+//! script's functions, for the tests that need it.
 //!
 //! Every test has its own containerd, namespace (hence its own runtime root
 //! `/run/containerd/pouch/<namespace>`), wasm compile cache and cgroups under `/pouch-test/`.
