@@ -9,20 +9,6 @@ use std::process::Command;
 use common::*;
 use serde_json::json;
 
-/// A private, writable copy of the busybox rootfs in the bundle (the spec points at it).
-fn private_rootfs(b: &mut Bundle) -> PathBuf {
-    let copy = b.dir.path().join("rootfs");
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(busybox_rootfs())
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    b.spec["root"] = json!({"path": "rootfs", "readonly": true});
-    copy
-}
-
 /// A host directory holding `secret` with a unique content; returns (dir, secret path, content).
 fn host_secret() -> (tempfile::TempDir, PathBuf, String) {
     let dir = tempfile::Builder::new()

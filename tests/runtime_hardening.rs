@@ -9,20 +9,6 @@ use std::process::Command;
 use common::*;
 use serde_json::json;
 
-/// A private, writable copy of the busybox rootfs in the bundle.
-fn private_rootfs(b: &mut Bundle) -> std::path::PathBuf {
-    let copy = b.dir.path().join("rootfs");
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(busybox_rootfs())
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    b.spec["root"] = json!({"path": "rootfs", "readonly": true});
-    copy
-}
-
 #[test]
 fn a_dangling_symlink_in_the_image_cannot_create_host_files() {
     let host_dir = tempfile::tempdir().unwrap();

@@ -284,3 +284,18 @@ pub fn process_gone(pid: i64) -> bool {
     }
     false
 }
+
+/// A private, writable copy of the busybox rootfs in the bundle (the spec points at it, read-only
+/// unless the test says otherwise).
+pub fn private_rootfs(b: &mut Bundle) -> PathBuf {
+    let copy = b.dir.path().join("rootfs");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(busybox_rootfs())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    b.spec["root"] = json!({"path": "rootfs", "readonly": true});
+    copy
+}
