@@ -16,7 +16,10 @@ pub fn converse(master: &OwnedFd, input: &[&str], limit: Duration) -> String {
     let mut next_write = Instant::now() + Duration::from_millis(300);
     let mut buf = [0u8; 4096];
     while start.elapsed() < limit {
-        if Instant::now() >= next_write {
+        // Type only once the other side has shown something (a banner or a prompt): input sent
+        // before the shell runs can be lost under load. Give up waiting after 5 s.
+        let ready = !out.is_empty() || start.elapsed() > Duration::from_secs(5);
+        if ready && Instant::now() >= next_write {
             if let Some(line) = pending.pop() {
                 nix::unistd::write(master.as_fd(), line.as_bytes()).unwrap();
                 next_write = Instant::now() + Duration::from_millis(300);
