@@ -517,52 +517,7 @@ fn the_default_seccomp_profile_stops_busybox_unshare_nsenter_and_mount() {
 // ---------------------------------------------------------------------------------------------
 // 5. The wasm guest
 
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("wasm-examples/bin")
-}
-
-/// A wasm bundle (rootfs: the example programs under /app) with a private compile cache.
-struct WasmBundle {
-    b: Bundle,
-    rootfs: PathBuf,
-    cache: tempfile::TempDir,
-}
-
-impl WasmBundle {
-    fn new(args: &[&str]) -> WasmBundle {
-        let mut b = Bundle::new(args);
-        let rootfs = b.dir.path().join("rootfs");
-        std::fs::create_dir_all(rootfs.join("app")).unwrap();
-        for e in std::fs::read_dir(examples()).unwrap().flatten() {
-            std::fs::copy(e.path(), rootfs.join("app").join(e.file_name())).unwrap();
-        }
-        std::fs::write(rootfs.join("app/inside.txt"), "inside the container\n").unwrap();
-        b.spec["root"] = json!({"path": "rootfs", "readonly": true});
-        b.spec["process"]["env"] = json!(["PATH=/app"]);
-        WasmBundle {
-            b,
-            rootfs,
-            cache: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn run(&self) -> (i32, String, String) {
-        self.b.write();
-        let mut c = self.b.cmd();
-        c.arg("--wasm-cache").arg(self.cache.path()).args([
-            "run",
-            "--bundle",
-            self.b.dir.path().to_str().unwrap(),
-            &self.b.id,
-        ]);
-        let o = run_captured(&mut c);
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    }
-}
+use common::wasm_bundle::WasmBundle;
 
 #[test]
 fn a_wasm_guest_cannot_leave_its_preopens() {

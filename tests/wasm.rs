@@ -4,65 +4,23 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
 use serde_json::json;
 
-fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("wasm-examples/bin")
-}
+use common::wasm_bundle::WasmBundle;
 
-/// A bundle whose rootfs holds only the example wasm programs under /app (plus the host-visible
-/// marker file /app/inside.txt), with a private compile cache.
-struct WasmBundle {
-    b: Bundle,
-    cache: tempfile::TempDir,
-}
-
-impl WasmBundle {
-    fn new(args: &[&str]) -> WasmBundle {
-        let mut b = Bundle::new(args);
-        let rootfs = b.dir.path().join("rootfs");
-        std::fs::create_dir_all(rootfs.join("app")).unwrap();
-        for e in std::fs::read_dir(examples()).unwrap().flatten() {
-            std::fs::copy(e.path(), rootfs.join("app").join(e.file_name())).unwrap();
-        }
-        std::fs::write(rootfs.join("app/inside.txt"), "inside the container\n").unwrap();
-        b.spec["root"] = json!({"path": "rootfs", "readonly": true});
-        b.spec["process"]["env"] = json!(["PATH=/app", "POUCH_GREETING=hi there"]);
-        WasmBundle {
-            b,
-            cache: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn rt(&self, args: &[&str]) -> std::process::Output {
-        let mut c = self.b.cmd();
-        c.arg("--wasm-cache").arg(self.cache.path()).args(args);
-        run_captured(&mut c)
-    }
-
-    fn run(&self) -> (i32, String, String) {
-        self.b.write();
-        let o = self.rt(&[
-            "run",
-            "--bundle",
-            self.b.dir.path().to_str().unwrap(),
-            &self.b.id,
-        ]);
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    }
+/// With the greeting the hello example prints.
+fn hello_bundle(args: &[&str]) -> WasmBundle {
+    let mut w = WasmBundle::new(args);
+    w.b.spec["process"]["env"] = json!(["PATH=/app", "POUCH_GREETING=hi there"]);
+    w
 }
 
 #[test]
 fn hello_gets_args_env_stdio_and_exit_code() {
-    let w = WasmBundle::new(&["/app/hello.wasm", "one", "two words", "--exit", "7"]);
+    let w = hello_bundle(&["/app/hello.wasm", "one", "two words", "--exit", "7"]);
     let (code, out, err) = w.run();
     assert_eq!(code, 7, "{err}");
     assert_eq!(
@@ -73,13 +31,8 @@ fn hello_gets_args_env_stdio_and_exit_code() {
     // Found through PATH, by name; stdin reaches the guest.
     let w = WasmBundle::new(&["hello.wasm", "--stdin"]);
     w.b.write();
-    let mut c = w.b.cmd();
-    c.arg("--wasm-cache").arg(w.cache.path()).args([
-        "run",
-        "--bundle",
-        w.b.dir.path().to_str().unwrap(),
-        &w.b.id,
-    ]);
+    let mut c = w.cmd();
+    c.args(["run", "--bundle", w.b.dir.path().to_str().unwrap(), &w.b.id]);
     let input = w.b.dir.path().join("input");
     std::fs::write(&input, "line1\nline2\n").unwrap();
     c.stdin(std::fs::File::open(&input).unwrap())
@@ -136,13 +89,8 @@ fn kill_stops_a_guest_spinning_in_wasm_and_one_asleep_in_a_host_call() {
     ] {
         let w = WasmBundle::new(&[prog]);
         w.b.write();
-        let mut c = w.b.cmd();
-        c.arg("--wasm-cache").arg(w.cache.path()).args([
-            "run",
-            "--bundle",
-            w.b.dir.path().to_str().unwrap(),
-            &w.b.id,
-        ]);
+        let mut c = w.cmd();
+        c.args(["run", "--bundle", w.b.dir.path().to_str().unwrap(), &w.b.id]);
         let mut child = c
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -180,8 +128,7 @@ fn memory_limit_caps_the_guest() {
 #[test]
 fn a_component_runs() {
     // WASI 0.2's wasi:cli/exit carries success or failure only: a failing status becomes 1.
-    let (code, out, err) =
-        WasmBundle::new(&["/app/hello.component.wasm", "c1", "--exit", "5"]).run();
+    let (code, out, err) = hello_bundle(&["/app/hello.component.wasm", "c1", "--exit", "5"]).run();
     assert_eq!(code, 1, "{err}");
     assert_eq!(WasmBundle::new(&["/app/hello.component.wasm"]).run().0, 0);
     assert!(
@@ -332,13 +279,8 @@ fn a_time_limit_annotation_stops_the_guest() {
 fn exec_into_a_wasm_container_says_it_is_not_implemented() {
     let w = WasmBundle::new(&["/app/sleep.wasm"]);
     w.b.write();
-    let mut c = w.b.cmd();
-    c.arg("--wasm-cache").arg(w.cache.path()).args([
-        "run",
-        "--bundle",
-        w.b.dir.path().to_str().unwrap(),
-        &w.b.id,
-    ]);
+    let mut c = w.cmd();
+    c.args(["run", "--bundle", w.b.dir.path().to_str().unwrap(), &w.b.id]);
     let mut child = c
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

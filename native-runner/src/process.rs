@@ -357,7 +357,7 @@ pub fn spawn_init(cfg: InitConfig<'_>, events: &mut dyn InitEvents) -> Result<Pi
                 seccomp: seccomp.as_ref(),
                 caps: caps.as_ref(),
                 chan: &child,
-                listener,
+                listener: Some(listener),
             };
             let code = match setup.run_setup_process(&mut ctx) {
                 Ok(()) => 0,
@@ -512,7 +512,9 @@ struct Setup<'a, 'b> {
     seccomp: Option<&'a SeccompProgram>,
     caps: Option<&'a CapabilitySets>,
     chan: &'a Channel,
-    listener: OwnedFd,
+    /// The start socket, until `start` connects: then closed, so that a workload which runs
+    /// in the init itself (wasm) does not keep a listener a later `start` would hang on.
+    listener: Option<OwnedFd>,
 }
 
 impl Setup<'_, '_> {
@@ -563,7 +565,8 @@ impl Setup<'_, '_> {
         let spec = self.cfg.spec;
         let process = spec.process().as_ref().expect("checked");
         let sys = LinuxSyscall;
-        let mut keep = vec![self.chan.as_raw_fd(), self.listener.as_raw_fd()];
+        let mut keep = vec![self.chan.as_raw_fd()];
+        keep.extend(self.listener.as_ref().map(|l| l.as_raw_fd()));
         keep.extend(self.cfg.console_socket.as_ref().map(|c| c.as_raw_fd()));
         keep.extend(self.cfg.workload.keep_fds());
         close_inherited_fds(3 + self.cfg.preserve_fds.max(0), &keep)?;
@@ -640,13 +643,18 @@ impl Setup<'_, '_> {
         }
         self.chan.send(&Msg::Ready)?;
         self.chan.expect(&Msg::Ack)?;
+        let listener = self
+            .listener
+            .take()
+            .ok_or_else(|| Error::invalid("the start socket is gone"))?;
         let conn = loop {
-            match accept4(self.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+            match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
                 Ok(fd) => break unsafe { OwnedFd::from_raw_fd(fd) },
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(Error::sys("wait for start (accept)", e)),
             }
         };
+        drop(listener);
         let mut conn = std::fs::File::from(conn);
         if let (Some(state), Some(hooks)) = (&hook_state, spec.hooks()) {
             let start_hooks = hooks.start_container().as_deref().unwrap_or(&[]);

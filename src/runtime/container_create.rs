@@ -142,15 +142,6 @@ impl Runtime {
         let layout = Layout::detect()?;
         let cgroup = Cgroup::new(&layout, &cgroup_path)?;
 
-        let (dir, _lock) = super::state::ContainerDir::create(self, id)?;
-        // A cgroup that already has processes is someone else's (or another container's):
-        // refused, as runc does, or a failed create, `kill --all` and `delete` would kill those
-        // processes and remove the cgroup. An existing empty one is fine. Checked once the id
-        // is ours, so that a duplicate id is reported as such.
-        if let Err(e) = check_cgroup_unused(&cgroup, &cgroup_path) {
-            let _ = dir.remove();
-            return Err(e);
-        }
         let mut rec = ContainerRecord {
             id: id.to_string(),
             bundle: bundle.clone(),
@@ -165,13 +156,23 @@ impl Runtime {
             executor: String::new(),
             hooks: spec.hooks().clone(),
         };
+        let (dir, _lock) = super::state::ContainerDir::create(self, id, &rec)?;
+        super::fault_point("create:state-dir");
+        // A cgroup that already has processes is someone else's (or another container's):
+        // refused, as runc does, or a failed create, `kill --all` and `delete` would kill those
+        // processes and remove the cgroup. An existing empty one is fine. Checked once the id
+        // is ours, so that a duplicate id is reported as such.
+        if let Err(e) = check_cgroup_unused(&cgroup, &cgroup_path) {
+            let _ = dir.remove();
+            return Err(e);
+        }
         let result = (|| -> Result<(), Error> {
-            dir.save(&rec)?;
             cgroup.create()?;
             // Always applied: the device rules at least (deny all but the defaults).
             let mut res = linux.resources().clone().unwrap_or_default();
             res.set_devices(Some(native_runner::rootfs::device_cgroup_rules(&spec)));
             cgroup.apply(&res)?;
+            super::fault_point("create:cgroup");
             let decision = crate::dispatch::decide(&spec, &rootfs, None)
                 .map_err(|e| Error::Spec(e.to_string()))?;
             tracing::debug!(id, rule = ?decision.rule, "dispatch: {:?}: {}", decision.executor, decision.why);
@@ -249,6 +250,7 @@ impl Runtime {
             cleanup_failed_create(&dir, &cgroup);
             return Err(e);
         }
+        super::fault_point("create:done");
         tracing::debug!(id, pid = rec.pid, cgroup = %cgroup_path, "created");
         let master = match our_end {
             Some(s) => match native_runner::console::recv_fd(s.as_raw_fd()) {
@@ -294,12 +296,14 @@ impl InitEvents for CreateEvents<'_> {
     }
 
     fn ready(&mut self, init: Pid) -> native_runner::Result<()> {
+        super::fault_point("create:init-ready");
         let rec = &mut *self.rec;
         rec.pid = init.as_raw();
         rec.pid_start_time = stat_of(rec.pid).map(|s| s.0).unwrap_or(0);
         self.dir
             .save(rec)
             .map_err(|e| native_runner::Error::invalid(e.to_string()))?;
+        super::fault_point("create:init-recorded");
         if let Some(pf) = self.pid_file {
             write_pid_file(pf, rec.pid)
                 .map_err(|e| native_runner::Error::invalid(e.to_string()))?;

@@ -18,6 +18,7 @@ impl Runtime {
             Err(e) => return Err(e),
         };
         let _lock = dir.lock()?;
+        super::fault_point("delete:locked");
         let rec = match dir.load() {
             Ok(r) => r,
             // A create that died before writing any state: nothing else can exist.
@@ -52,6 +53,7 @@ impl Runtime {
                 }
             }
         }
+        super::fault_point("delete:killed");
         // Without a pid namespace, the init's children may outlive it.
         if cg.exists() {
             let pids = cg.pids().unwrap_or_default();
@@ -60,6 +62,7 @@ impl Runtime {
             }
             cg.destroy()?;
         }
+        super::fault_point("delete:cgroup-removed");
         dir.remove()?;
         if let Some(post) = rec.hooks.as_ref().and_then(|h| h.poststop().clone()) {
             // After the container is gone; a failure is logged (runtime-spec).

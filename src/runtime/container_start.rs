@@ -32,8 +32,10 @@ impl Runtime {
             }
             Err(e) => return Err(Error::io(format!("connect to the init of {id:?}"), e)),
         };
+        super::fault_point("start:connected");
         // Without the socket the container counts as running (no state rewrite needed).
         let _ = std::fs::remove_file(dir.start_socket());
+        super::fault_point("start:socket-removed");
         // The init closes the connection when execve succeeds (close-on-exec) or writes the
         // reason it failed.
         let mut msg = String::new();

@@ -82,6 +82,35 @@ impl Runtime {
     }
 }
 
+/// The environment variable that makes the runtime kill itself (SIGKILL) at a named step of
+/// `create`, `start` or `delete`: the fault-injection tests (tests/faults.rs) use it to check
+/// that whatever such a death leaves behind stays consistent and `delete --force` removes it.
+/// The steps are listed in [`FAULT_STEPS`]. It only ever ends the runtime process itself.
+pub const FAULT_ENV: &str = "POUCH_FAULT_KILL_AT";
+
+/// Every step [`FAULT_ENV`] can name, in the order a create/start/delete passes them.
+pub const FAULT_STEPS: &[&str] = &[
+    "create:state-dir",
+    "create:cgroup",
+    "create:init-ready",
+    "create:init-recorded",
+    "create:done",
+    "start:connected",
+    "start:socket-removed",
+    "delete:locked",
+    "delete:killed",
+    "delete:cgroup-removed",
+];
+
+/// Dies here (SIGKILL, as a crash or an OOM kill would) when [`FAULT_ENV`] names `step`.
+pub(crate) fn fault_point(step: &'static str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    debug_assert!(FAULT_STEPS.contains(&step), "{step} missing in FAULT_STEPS");
+    if AT.get_or_init(|| std::env::var(FAULT_ENV).ok()).as_deref() == Some(step) {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// Checks a container id: letters, digits, `_ + - .`, not `.` or `..`, at most 1024 bytes.
 pub fn validate_id(id: &str) -> Result<(), Error> {
     let bad = |reason: &str| Error::InvalidId {

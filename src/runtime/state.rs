@@ -256,23 +256,64 @@ pub struct ContainerDir {
 }
 
 impl ContainerDir {
-    /// Creates `<root>/<id>` (the root too, mode 0700); fails if the id is taken.
-    pub fn create(rt: &Runtime, id: &str) -> Result<(ContainerDir, ContainerLock), Error> {
+    /// Creates `<root>/<id>` (the root too, mode 0700) holding `rec` as its first state and
+    /// locked by us; fails if the id is taken.
+    ///
+    /// The directory is made under a temporary name, locked and given its record there, then
+    /// renamed into place (`RENAME_NOREPLACE`): whoever sees `<root>/<id>` sees a record, so a
+    /// runtime killed at any moment never leaves an id that is taken yet unknown to `state`.
+    pub fn create(
+        rt: &Runtime,
+        id: &str,
+        rec: &ContainerRecord,
+    ) -> Result<(ContainerDir, ContainerLock), Error> {
         let path = rt.container_dir(id)?;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(rt.root())
             .map_err(|e| Error::io(format!("create state root {}", rt.root().display()), e))?;
-        match std::fs::DirBuilder::new().mode(0o700).create(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::AlreadyExists(id.to_string()))
-            }
-            Err(e) => return Err(Error::io(format!("create {}", path.display()), e)),
+        if path.symlink_metadata().is_ok() {
+            return Err(Error::AlreadyExists(id.to_string()));
         }
-        let lock = ContainerLock::take(&path)
-            .map_err(|e| Error::io(format!("lock {}", path.display()), e))?;
+        remove_stale_reservations(rt.root());
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tmp = rt.root().join(format!(
+            "{RESERVATION_PREFIX}{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&tmp)
+            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        let staged = ContainerDir {
+            id: id.to_string(),
+            path: tmp,
+        };
+        let fail = |staged: &ContainerDir, e: Error| {
+            let _ = staged.remove();
+            e
+        };
+        let lock = ContainerLock::take(&staged.path).map_err(|e| {
+            fail(
+                &staged,
+                Error::io(format!("lock {}", staged.path.display()), e),
+            )
+        })?;
+        if let Err(e) = staged.save(rec) {
+            drop(lock);
+            return Err(fail(&staged, e));
+        }
+        if let Err(e) = rename_noreplace(&staged.path, &path) {
+            drop(lock);
+            let _ = staged.remove();
+            return Err(if e.raw_os_error() == Some(libc::EEXIST) {
+                Error::AlreadyExists(id.to_string())
+            } else {
+                Error::io(format!("create {}", path.display()), e)
+            });
+        }
         Ok((
             ContainerDir {
                 id: id.to_string(),
@@ -419,6 +460,60 @@ impl ContainerDir {
     }
 }
 
+/// The name prefix of a container directory being set up (`~` is not allowed in ids).
+const RESERVATION_PREFIX: &str = "~new-";
+
+/// Removes the temporary directories of creates that died before renaming them into place
+/// (older than a minute: a live create renames its own within microseconds).
+fn remove_stale_reservations(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .starts_with(RESERVATION_PREFIX)
+        {
+            continue;
+        }
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > std::time::Duration::from_secs(60));
+        if old && !ContainerLock::held_elsewhere(&e.path()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// `renameat2(from, to, RENAME_NOREPLACE)`: fails with `EEXIST` if `to` exists.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: valid NUL-terminated paths.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 fn is_frozen(rec: &ContainerRecord) -> bool {
     match &rec.freeze_file {
         Some(f) => native_runner::cgroups::is_frozen_file(f),
@@ -501,10 +596,9 @@ mod tests {
     fn status_of_a_pidless_record_keeps_our_lock() {
         let root = tempfile::tempdir().unwrap();
         let rt = Runtime::new(root.path());
-        let (dir, lock) = ContainerDir::create(&rt, "c").unwrap();
-        let lock_file = dir.path.join("lock");
         let rec = record("c");
-        dir.save(&rec).unwrap();
+        let (dir, lock) = ContainerDir::create(&rt, "c", &rec).unwrap();
+        let lock_file = dir.path.join("lock");
         assert!(!free_for_others(&lock_file));
 
         // Not busy for ourselves: the status is stopped, and the lock still held.

@@ -2,8 +2,10 @@
 //! private state root and an absolute, unique cgroup path, and the `pouch-runtime` binary.
 #![allow(dead_code)]
 
+pub mod leaks;
 pub mod registry;
 pub mod terminal;
+pub mod wasm_bundle;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
