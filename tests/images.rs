@@ -5,120 +5,17 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn pouch_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_pouch")
-}
-
 use common::registry::{fixture, sh, support, Registry, PASS, USER};
-
-/// A private data root plus private auth files for one test.
-struct Store {
-    root: tempfile::TempDir,
-    home: tempfile::TempDir,
-}
-
-impl Store {
-    fn new() -> Store {
-        Store {
-            root: tempfile::tempdir().unwrap(),
-            home: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(pouch_bin());
-        c.arg("--data-root")
-            .arg(self.root.path())
-            .args(args)
-            .env("POUCH_AUTH_FILE", self.home.path().join("auth.json"))
-            .env("DOCKER_CONFIG", self.home.path().join("docker"))
-            .env("POUCH_CONFIG", self.home.path().join("none.json"))
-            .env_remove("POUCH_DATA_ROOT");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        common::run_captured(&mut self.cmd(args))
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "pouch {args:?} failed: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            !o.status.success(),
-            "pouch {args:?} should have failed: {}",
-            String::from_utf8_lossy(&o.stdout)
-        );
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    }
-
-    fn inspect(&self, name: &str) -> Value {
-        let v: Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
-        v[0].clone()
-    }
-
-    fn images(&self) -> Vec<Value> {
-        serde_json::from_str::<Vec<Value>>(&self.ok(&["images", "--format", "json"])).unwrap()
-    }
-
-    fn blobs(&self) -> Vec<String> {
-        list(&self.root.path().join("oci/blobs/sha256"))
-    }
-
-    fn snapshots(&self) -> Vec<String> {
-        list(&self.root.path().join("snapshots"))
-    }
-
-    fn partials(&self) -> Vec<String> {
-        list(&self.root.path().join("ingest"))
-    }
-
-    /// The snapshot directories of an image, base first (all must exist).
-    fn snapshot_dirs(&self, name: &str) -> Vec<PathBuf> {
-        self.inspect(name)["Snapshots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                let s = s.as_str().unwrap();
-                assert!(!s.ends_with("(missing)"), "{s}");
-                PathBuf::from(s)
-            })
-            .collect()
-    }
-}
-
-fn list(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|r| {
-            r.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
+use common::store::{list, Proxy, Store};
 
 fn du(p: &Path) -> u64 {
     let m = match std::fs::symlink_metadata(p) {
@@ -397,81 +294,6 @@ fn wrong_digest_from_the_registry_is_rejected_and_nothing_stored() {
     let _ = pushed;
 }
 
-/// A TCP proxy in front of the registry that can slow the registry's answers down and counts
-/// the bytes it relays from the registry.
-struct Proxy {
-    addr: String,
-    from_upstream: Arc<AtomicU64>,
-    throttle: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Proxy {
-    fn start(upstream: &str) -> Proxy {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let from_upstream = Arc::new(AtomicU64::new(0));
-        let throttle = Arc::new(AtomicBool::new(true));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (up, cnt, thr, st) = (
-            upstream.to_string(),
-            from_upstream.clone(),
-            throttle.clone(),
-            stop.clone(),
-        );
-        l.set_nonblocking(true).unwrap();
-        std::thread::spawn(move || {
-            while !st.load(Ordering::SeqCst) {
-                let (client, _) = match l.accept() {
-                    Ok(c) => c,
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
-                    }
-                };
-                client.set_nonblocking(false).unwrap();
-                let server = TcpStream::connect(&up).unwrap();
-                let (mut c1, mut s1) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut c1, &mut s1);
-                    let _ = s1.shutdown(std::net::Shutdown::Write);
-                });
-                let (mut c2, mut s2, cnt, thr) = (client, server, cnt.clone(), thr.clone());
-                std::thread::spawn(move || {
-                    let mut buf = [0u8; 16384];
-                    loop {
-                        let n = match s2.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        cnt.fetch_add(n as u64, Ordering::SeqCst);
-                        if c2.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                        if thr.load(Ordering::SeqCst) {
-                            // ~1.6 MB/s
-                            std::thread::sleep(Duration::from_millis(10));
-                        }
-                    }
-                    let _ = c2.shutdown(std::net::Shutdown::Both);
-                });
-            }
-        });
-        Proxy {
-            addr,
-            from_upstream,
-            throttle,
-            stop,
-        }
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
 #[test]
 fn killed_mid_pull_then_pulled_again_resumes() {
     // An image with one big layer (16 MB of random data) on the busybox base.
@@ -544,13 +366,7 @@ fn killed_mid_pull_then_pulled_again_resumes() {
     );
     assert!(s.partials().is_empty(), "{:?}", s.partials());
     // The store is consistent: every blob matches its name, the snapshots are there.
-    for b in s.blobs() {
-        let data = std::fs::read(s.root.path().join("oci/blobs/sha256").join(&b)).unwrap();
-        use sha2::Digest as _;
-        let h = sha2::Sha256::digest(&data);
-        let hex: String = h.iter().map(|x| format!("{x:02x}")).collect();
-        assert_eq!(hex, b);
-    }
+    s.assert_blobs_match_digests();
     assert_eq!(s.snapshot_dirs(&name).len(), 2);
     s.ok(&["system", "prune"]);
     assert!(s.snapshots().iter().all(|n| !n.starts_with(".tmp")));

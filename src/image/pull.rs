@@ -233,8 +233,8 @@ fn client_for(insecure: bool, http: bool, parallel: usize) -> Client {
     })
 }
 
-fn describe(e: &oci_client::errors::OciDistributionError) -> String {
-    use std::error::Error;
+/// An error and its causes, `a: b: c` (the body errors of reqwest say why only in their causes).
+fn describe(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(c) = src {
@@ -873,7 +873,14 @@ async fn download(
                                 }));
                                 break;
                             }
-                            ingest.write(&b)?;
+                            // Say which blob of which image could not be stored (e.g. the
+                            // disk is full): the partial file's name alone does not.
+                            ingest.write(&b).map_err(|e| {
+                                PullError::Other(format!(
+                                    "blob {} of {reference}: {e}",
+                                    layer.digest
+                                ))
+                            })?;
                             if let Some(bar) = bar {
                                 bar.inc(b.len() as u64);
                             }
@@ -886,8 +893,10 @@ async fn download(
                         }
                         Err(e) => {
                             failed = Some(PullError::Registry(format!(
-                                "blob {} from {}: {e}",
-                                layer.digest, reference.registry
+                                "blob {} from {}: {}",
+                                layer.digest,
+                                reference.registry,
+                                describe(&e)
                             )));
                             break;
                         }
@@ -896,7 +905,7 @@ async fn download(
                 match failed {
                     None if ingest.offset() == layer.size => return Ok(()),
                     None => PullError::Registry(format!(
-                        "blob {} from {}: connection closed after {} of {} bytes",
+                        "blob {} from {}: the answer ended after {} of {} bytes",
                         layer.digest,
                         reference.registry,
                         ingest.offset(),
@@ -909,7 +918,12 @@ async fn download(
             Err(e) => reg.map_err(e, &format!("blob {}", layer.digest)),
         };
         if attempt >= attempts || matches!(err, PullError::Unauthorized { .. }) {
-            return Err(err);
+            return Err(match err {
+                PullError::Registry(m) if attempt > 1 => {
+                    PullError::Registry(format!("{m} (gave up after {attempt} attempts)"))
+                }
+                e => e,
+            });
         }
         tracing::warn!("{err}; retrying ({attempt}/{attempts})");
         tokio::time::sleep(Duration::from_millis(200 * (1 << attempt.min(5)))).await;

@@ -4,6 +4,7 @@
 
 pub mod leaks;
 pub mod registry;
+pub mod store;
 pub mod terminal;
 pub mod wasm_bundle;
 
