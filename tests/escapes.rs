@@ -248,6 +248,109 @@ fn symlinked_mount_targets_are_resolved_inside_the_rootfs() {
     );
 }
 
+/// CVE-2021-30465's pattern: between the moment the runtime resolved a mount destination and
+/// the mount itself, something that can write the rootfs (another container sharing it as a
+/// volume) swaps the destination for a symlink to the host. The runtime is held in that window
+/// by a test hook (`POUCH_TEST_PAUSE_MOUNT`), so the race is won every time: the mount must
+/// land where the destination was resolved, and the runtime must notice and refuse to go on.
+#[test]
+fn a_mount_destination_swapped_for_a_symlink_mid_setup_is_not_followed() {
+    let decoy = tempfile::Builder::new()
+        .prefix("escape-decoy")
+        .tempdir()
+        .unwrap();
+    std::fs::write(decoy.path().join("untouched"), "host").unwrap();
+    let volume = tempfile::Builder::new()
+        .prefix("escape-volume")
+        .tempdir()
+        .unwrap();
+    std::fs::write(volume.path().join("from-volume"), "volume").unwrap();
+    let pause = tempfile::tempdir().unwrap();
+    for (kind, options) in [
+        ("bind", json!(["rbind", "ro"])),
+        ("tmpfs", json!(["nosuid"])),
+    ] {
+        let mut b = Bundle::new(&["sh", "-c", "echo PROGRAM-RAN; ls /data"]);
+        let rootfs = private_rootfs(&mut b);
+        std::fs::create_dir_all(rootfs.join("data")).unwrap();
+        if kind == "tmpfs" {
+            // The link also resolves inside the root: still not where it was resolved before.
+            std::fs::create_dir_all(rootfs.join(decoy.path().strip_prefix("/").unwrap())).unwrap();
+        }
+        // No tmpfs on /tmp: the link's in-root resolution is a directory of the rootfs copy.
+        b.spec["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|m| m["destination"] != "/tmp");
+        let source = if kind == "bind" {
+            json!(volume.path())
+        } else {
+            json!("tmpfs")
+        };
+        b.spec["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": "/data", "type": kind, "source": source, "options": options}),
+        );
+        b.write();
+        let _ = std::fs::remove_file(pause.path().join("paused"));
+        let _ = std::fs::remove_file(pause.path().join("go"));
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let err = tempfile::NamedTempFile::new().unwrap();
+        let mut child = b
+            .cmd()
+            .args(["run", "--bundle", b.dir.path().to_str().unwrap(), &b.id])
+            .env(
+                "POUCH_TEST_PAUSE_MOUNT",
+                format!("{}:/data", pause.path().display()),
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(out.reopen().unwrap())
+            .stderr(err.reopen().unwrap())
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while !pause.path().join("paused").exists() {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(20),
+                "{kind}: the setup never reached the mount of /data"
+            );
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{kind}: run ended early"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // The swap: the resolved directory moves aside, /data becomes a link to the host.
+        std::fs::rename(rootfs.join("data"), rootfs.join("data.resolved")).unwrap();
+        std::os::unix::fs::symlink(decoy.path(), rootfs.join("data")).unwrap();
+        std::fs::write(pause.path().join("go"), "").unwrap();
+        let status = child.wait().unwrap();
+        let stdout = std::fs::read_to_string(out.path()).unwrap();
+        let stderr = std::fs::read_to_string(err.path()).unwrap();
+        assert_eq!(
+            entries(decoy.path()),
+            ["untouched"],
+            "{kind}: the host directory was written"
+        );
+        assert!(
+            !host_mount_points()
+                .iter()
+                .any(|m| m.starts_with(&*decoy.path().to_string_lossy())),
+            "{kind}: a mount landed on the host's {}",
+            decoy.path().display()
+        );
+        assert!(
+            !status.success() && !stdout.contains("PROGRAM-RAN"),
+            "{kind}: the container started on a swapped mount destination: {stdout} {stderr}"
+        );
+        assert!(
+            stderr.contains("mounts[")
+                && stderr.contains("(/data)")
+                && stderr.contains("changed while it was being mounted"),
+            "{kind}: {stderr}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Masked and read-only paths
 

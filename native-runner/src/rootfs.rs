@@ -4,6 +4,11 @@
 //!
 //! Mount destinations are resolved inside the rootfs with `openat2(RESOLVE_IN_ROOT)`, so a
 //! symlink in the image (`/proc -> /`, `/dev -> /etc`, …) can never point a mount at the host.
+//! What was resolved is held open (`O_PATH`) and handed to the kernel as `/proc/self/fd/N`:
+//! a path component swapped for a symlink between the resolution and the mount (by another
+//! container sharing a volume with this rootfs: the CVE-2021-30465 pattern) cannot redirect
+//! the mount. Operations on a mount once made (remounts, propagation) resolve its destination
+//! again and refuse to go on if it is no longer the same place.
 
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -175,6 +180,67 @@ fn fd_path(fd: &OwnedFd) -> Result<PathBuf> {
         .ctx(|| "read the path of a resolved mount destination".into())
 }
 
+/// A place in the rootfs resolved by [`open_in_rootfs`], held open.
+#[derive(Debug)]
+pub struct Resolved {
+    fd: OwnedFd,
+    host: PathBuf,
+}
+
+impl Resolved {
+    /// `/proc/self/fd/N`: the kernel follows it to exactly the resolved place, whatever
+    /// happened to the path since.
+    pub fn proc_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// The host path it had when resolved (for messages, and to compare).
+    pub fn host(&self) -> &Path {
+        &self.host
+    }
+}
+
+/// Resolves the destination of a mount just made once more (now reaching the new mount on
+/// top) and checks it is still where it was: a swapped path component makes it an error,
+/// never a remount of something else.
+fn reopen_mounted(root: &RootDir, dest: &Path, was: &Resolved) -> Result<Resolved> {
+    let refuse = |now: String| {
+        Error::invalid(format!(
+            "the destination changed while it was being mounted (resolved to {}, now {now}): \
+             something modified the rootfs meanwhile; refusing to go on",
+            was.host.display()
+        ))
+    };
+    match open_in_rootfs(root, dest, Create::Nothing) {
+        Ok(now) if now.host == was.host => Ok(now),
+        Ok(now) => Err(refuse(now.host.display().to_string())),
+        Err(e) => Err(refuse(format!("unresolvable: {e}"))),
+    }
+}
+
+/// The environment variable of a test hook (tests/escapes.rs): `<dir>:<destination>` makes the
+/// setup stop after resolving that mount destination, create `<dir>/paused` and wait (10 s at
+/// most) for `<dir>/go`, so that a test can swap a path for a symlink in that window.
+pub const PAUSE_ENV: &str = "POUCH_TEST_PAUSE_MOUNT";
+
+fn pause_for_test(dest: &Path) {
+    let Ok(v) = std::env::var(PAUSE_ENV) else {
+        return;
+    };
+    let Some((dir, at)) = v.split_once(':') else {
+        return;
+    };
+    if Path::new(at) != dest {
+        return;
+    }
+    let dir = Path::new(dir);
+    let _ = fs::write(dir.join("paused"), b"");
+    let t = std::time::Instant::now();
+    while !dir.join("go").exists() && t.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 /// The container's rootfs, opened once (after it was bound onto itself, so that every later
 /// mount on it is seen) for resolving paths in it.
 #[derive(Debug)]
@@ -196,15 +262,25 @@ impl RootDir {
 }
 
 /// Resolves `path` (as seen inside the container) in `root`, following symlinks with `root` as
-/// `/`, creates what is missing as asked, and returns the host path of the result.
+/// `/`, creates what is missing as asked, and returns the host path of the result (for reading;
+/// to mount on it or create in it, use [`open_in_rootfs`]).
 pub fn resolve_in_root(root: &RootDir, path: &Path, create: Create) -> Result<PathBuf> {
+    open_in_rootfs(root, path, create).map(|r| r.host)
+}
+
+/// [`resolve_in_root`], keeping the result open.
+pub fn open_in_rootfs(root: &RootDir, path: &Path, create: Create) -> Result<Resolved> {
     let rootfd = &root.fd;
+    let done = |fd: OwnedFd| -> Result<Resolved> {
+        let host = fd_path(&fd)?;
+        Ok(Resolved { fd, host })
+    };
     let rel: PathBuf = path
         .components()
         .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
         .collect();
     match open_in_root(rootfd, &rel) {
-        Ok(fd) => return fd_path(&fd),
+        Ok(fd) => return done(fd),
         Err(Errno::ENOENT) if create != Create::Nothing => {}
         Err(e) => {
             return Err(Error::sys(
@@ -263,7 +339,7 @@ pub fn resolve_in_root(root: &RootDir, path: &Path, create: Create) -> Result<Pa
     }
     let fd =
         open_in_root(rootfd, &rel).ctx(|| format!("resolve {} in the rootfs", path.display()))?;
-    fd_path(&fd)
+    done(fd)
 }
 
 /// The flags of an existing mount that an unprivileged remount must keep (they are locked
@@ -374,22 +450,37 @@ pub fn mount_one(
             } else {
                 o.bundle.join(src)
             };
-            let meta = fs::metadata(&src).ctx(|| format!("bind source {}", src.display()))?;
-            let create = if meta.is_dir() {
-                Create::Dir
-            } else {
-                Create::File
-            };
-            let dst = resolve_in_root(root, m.destination(), create)?;
+            // Opened once: what is checked (directory or file) is what gets bound.
+            let src_fd = open(&src, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+                .ctx(|| format!("bind source {}", src.display()))?;
+            let meta =
+                nix::sys::stat::fstat(&src_fd).ctx(|| format!("bind source {}", src.display()))?;
+            let create =
+                if SFlag::from_bits_truncate(meta.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR {
+                    Create::Dir
+                } else {
+                    Create::File
+                };
+            let dst = open_in_rootfs(root, m.destination(), create)?;
+            pause_for_test(m.destination());
             let rec = opts.flags & MsFlags::MS_REC;
-            sys.mount(Some(&src), &dst, None, MsFlags::MS_BIND | rec, None)?;
+            let src_proc = PathBuf::from(format!("/proc/self/fd/{}", src_fd.as_raw_fd()));
+            sys.mount(
+                Some(&src_proc),
+                &dst.proc_path(),
+                None,
+                MsFlags::MS_BIND | rec,
+                None,
+            )?;
+            let top = reopen_mounted(root, m.destination(), &dst)?;
             let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
             if !extra.is_empty() {
-                remount_bind(sys, &dst, extra)?;
+                remount_bind(sys, &top.proc_path(), extra)?;
             }
-            finish_mount(sys, &dst, &opts)
+            finish_mount(sys, &top.proc_path(), &opts)
         } else {
-            let dst = resolve_in_root(root, m.destination(), Create::Dir)?;
+            let dst = open_in_rootfs(root, m.destination(), Create::Dir)?;
+            pause_for_test(m.destination());
             let source = m
                 .source()
                 .clone()
@@ -397,7 +488,7 @@ pub fn mount_one(
             let data = opts.data.join(",");
             let data = (!data.is_empty()).then_some(data.as_str());
             let fstype = (!typ.is_empty()).then_some(typ);
-            match sys.mount(Some(&source), &dst, fstype, opts.flags, data) {
+            match sys.mount(Some(&source), &dst.proc_path(), fstype, opts.flags, data) {
                 // sysfs cannot be mounted in a user namespace without its own network
                 // namespace; bind the host's, read-only, as other runtimes do.
                 Err(Error::Sys {
@@ -406,16 +497,18 @@ pub fn mount_one(
                 }) if typ == "sysfs" && o.user_ns => {
                     sys.mount(
                         Some(Path::new("/sys")),
-                        &dst,
+                        &dst.proc_path(),
                         None,
                         MsFlags::MS_BIND | MsFlags::MS_REC,
                         None,
                     )?;
-                    remount_bind(sys, &dst, opts.flags | MsFlags::MS_RDONLY)?;
+                    let top = reopen_mounted(root, m.destination(), &dst)?;
+                    remount_bind(sys, &top.proc_path(), opts.flags | MsFlags::MS_RDONLY)?;
                 }
                 r => r?,
             }
-            finish_mount(sys, &dst, &opts)
+            let top = reopen_mounted(root, m.destination(), &dst)?;
+            finish_mount(sys, &top.proc_path(), &opts)
         }
     })();
     result.map_err(|e| prefix_err(&field, e))
@@ -452,24 +545,29 @@ fn mount_cgroup(
     o: &RootfsOptions,
     root: &RootDir,
 ) -> Result<()> {
-    let dst = resolve_in_root(root, m.destination(), Create::Dir)?;
+    let dst = open_in_rootfs(root, m.destination(), Create::Dir)?;
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
     let base = opts.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
     let pure_v2 = o.cgroup_mounts.len() == 1 && o.cgroup_mounts[0].name.is_empty();
-    if !pure_v2 {
+    // The tmpfs holding one directory per hierarchy is ours alone: paths below it are safe.
+    let tmpfs = if pure_v2 {
+        None
+    } else {
         sys.mount(
             Some(Path::new("tmpfs")),
-            &dst,
+            &dst.proc_path(),
             Some("tmpfs"),
             base,
             Some("mode=755"),
         )?;
-    }
+        Some(reopen_mounted(root, m.destination(), &dst)?)
+    };
+    let top_dir = tmpfs.as_ref().unwrap_or(&dst).proc_path();
     for h in o.cgroup_mounts {
         let sub = if h.name.is_empty() {
-            dst.clone()
+            top_dir.clone()
         } else {
-            let p = dst.join(&h.name);
+            let p = top_dir.join(&h.name);
             fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
             p
         };
@@ -484,6 +582,15 @@ fn mount_cgroup(
                 MsFlags::MS_BIND | MsFlags::MS_REC,
                 None,
             )?;
+        }
+        // The mount just made: below the tmpfs by name, else the destination resolved anew.
+        let fresh = if h.name.is_empty() {
+            Some(reopen_mounted(root, m.destination(), &dst)?)
+        } else {
+            None
+        };
+        let sub = fresh.as_ref().map(|r| r.proc_path()).unwrap_or(sub);
+        if !o.cgroup_ns {
             remount_bind(sys, &sub, base)?;
         }
         if ro {
@@ -496,7 +603,7 @@ fn mount_cgroup(
             if part.is_empty() || part.contains('=') || part == h.name {
                 continue;
             }
-            let link = dst.join(part);
+            let link = top_dir.join(part);
             if !link.exists() {
                 sys.symlink(Path::new(&h.name), &link)?;
             }
@@ -505,7 +612,7 @@ fn mount_cgroup(
     if ro && !pure_v2 {
         sys.mount(
             None,
-            &dst,
+            &top_dir,
             None,
             MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | base,
             Some("mode=755"),
@@ -558,15 +665,22 @@ pub fn create_device(
         }
     };
     let parent = d.path().parent().unwrap_or(Path::new("/"));
-    let dir = resolve_in_root(root, parent, Create::Dir)?;
+    let dir = open_in_rootfs(root, parent, Create::Dir)?;
     let name = d
         .path()
         .file_name()
         .ok_or_else(|| Error::invalid(format!("linux.devices: bad path {}", d.path().display())))?;
-    let host = dir.join(name);
+    // By name in the directory held open: the node is made where the directory was resolved.
+    let host = dir.proc_path().join(name);
     if o.user_ns {
-        let target = resolve_in_root(root, d.path(), Create::File)?;
-        return sys.mount(Some(d.path()), &target, None, MsFlags::MS_BIND, None);
+        let target = open_in_rootfs(root, d.path(), Create::File)?;
+        return sys.mount(
+            Some(d.path()),
+            &target.proc_path(),
+            None,
+            MsFlags::MS_BIND,
+            None,
+        );
     }
     if fs::symlink_metadata(&host).is_ok() {
         fs::remove_file(&host).ctx(|| format!("replace {}", host.display()))?;
@@ -689,8 +803,10 @@ pub fn prepare(sys: &dyn Syscall, spec: &Spec, o: &RootfsOptions) -> Result<()> 
                 ("/dev/stderr", "/proc/self/fd/2"),
                 ("/dev/ptmx", "pts/ptmx"),
             ] {
-                let dir = resolve_in_root(&root, Path::new("/dev"), Create::Dir)?;
-                let l = dir.join(Path::new(link).file_name().unwrap_or_default());
+                let dir = open_in_rootfs(&root, Path::new("/dev"), Create::Dir)?;
+                let l = dir
+                    .proc_path()
+                    .join(Path::new(link).file_name().unwrap_or_default());
                 if fs::symlink_metadata(&l).is_err() {
                     sys.symlink(Path::new(target), &l)?;
                 }

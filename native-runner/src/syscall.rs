@@ -49,6 +49,22 @@ fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
 }
 
+/// A path as a person should read it: `/proc/self/fd/N[/rest]` (a place held open, see
+/// `rootfs::Resolved`) becomes the path that descriptor has now.
+pub fn shown(p: &Path) -> PathBuf {
+    let Ok(rest) = p.strip_prefix("/proc/self/fd") else {
+        return p.to_path_buf();
+    };
+    let mut c = rest.components();
+    let Some(fd) = c.next() else {
+        return p.to_path_buf();
+    };
+    match std::fs::read_link(Path::new("/proc/self/fd").join(fd)) {
+        Ok(target) if target.is_absolute() => target.join(c.as_path()),
+        _ => p.to_path_buf(),
+    }
+}
+
 impl Syscall for LinuxSyscall {
     fn mount(
         &self,
@@ -61,8 +77,10 @@ impl Syscall for LinuxSyscall {
         nix::mount::mount(source, target, fstype, flags, data).ctx(|| {
             format!(
                 "mount {} on {} (type {}, flags {:?}, data {:?})",
-                source.map(|s| s.display().to_string()).unwrap_or_default(),
-                target.display(),
+                source
+                    .map(|s| shown(s).display().to_string())
+                    .unwrap_or_default(),
+                shown(target).display(),
                 fstype.unwrap_or(""),
                 flags,
                 data.unwrap_or("")
@@ -80,7 +98,8 @@ impl Syscall for LinuxSyscall {
     }
 
     fn mknod(&self, path: &Path, kind: SFlag, mode: Mode, dev: u64) -> Result<()> {
-        nix::sys::stat::mknod(path, kind, mode, dev).ctx(|| format!("mknod {}", path.display()))
+        nix::sys::stat::mknod(path, kind, mode, dev)
+            .ctx(|| format!("mknod {}", shown(path).display()))
     }
 
     fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
@@ -89,16 +108,19 @@ impl Syscall for LinuxSyscall {
         let rc = unsafe { libc::symlink(t.as_ptr(), l.as_ptr()) };
         nix::errno::Errno::result(rc)
             .map(drop)
-            .ctx(|| format!("symlink {} -> {}", link.display(), target.display()))
+            .ctx(|| format!("symlink {} -> {}", shown(link).display(), target.display()))
     }
 
     fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
-        nix::unistd::chown(
+        // Never through a symlink: what is changed is the node the runtime made.
+        nix::unistd::fchownat(
+            nix::fcntl::AT_FDCWD,
             path,
             uid.map(nix::unistd::Uid::from_raw),
             gid.map(nix::unistd::Gid::from_raw),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-        .ctx(|| format!("chown {}", path.display()))
+        .ctx(|| format!("chown {}", shown(path).display()))
     }
 
     fn sethostname(&self, name: &str) -> Result<()> {
@@ -158,8 +180,8 @@ impl Syscall for RecordingSyscall {
         data: Option<&str>,
     ) -> Result<()> {
         self.calls.borrow_mut().push(Call::Mount(
-            source.map(Path::to_path_buf),
-            target.to_path_buf(),
+            source.map(shown),
+            shown(target),
             fstype.map(str::to_string),
             flags,
             data.map(str::to_string),
@@ -182,19 +204,19 @@ impl Syscall for RecordingSyscall {
     fn mknod(&self, path: &Path, kind: SFlag, mode: Mode, dev: u64) -> Result<()> {
         self.calls
             .borrow_mut()
-            .push(Call::Mknod(path.to_path_buf(), kind, mode.bits(), dev));
+            .push(Call::Mknod(shown(path), kind, mode.bits(), dev));
         Ok(())
     }
     fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
         self.calls
             .borrow_mut()
-            .push(Call::Symlink(target.to_path_buf(), link.to_path_buf()));
+            .push(Call::Symlink(target.to_path_buf(), shown(link)));
         Ok(())
     }
     fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
         self.calls
             .borrow_mut()
-            .push(Call::Chown(path.to_path_buf(), uid, gid));
+            .push(Call::Chown(shown(path), uid, gid));
         Ok(())
     }
     fn sethostname(&self, name: &str) -> Result<()> {
