@@ -647,3 +647,112 @@ fn containers_run_from_the_store() {
     assert!(err.contains("wasm cache hit"), "{err}");
     s.ok(&["umount", w.path().to_str().unwrap()]);
 }
+
+/// Copies the OCI layout `src` to `dst` with its (single) image config edited by `edit`; the
+/// config, manifest and index digests are recomputed, so only the diff IDs can tell.
+fn layout_with_config(src: &Path, dst: &Path, edit: impl FnOnce(&mut Value)) {
+    use sha2::Digest as _;
+    sh(Command::new("cp").arg("-a").arg(src).arg(dst));
+    let blob = |d: &str| {
+        dst.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let put = |data: &[u8]| -> String {
+        let hex: String = sha2::Sha256::digest(data)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        std::fs::write(dst.join("blobs/sha256").join(&hex), data).unwrap();
+        format!("sha256:{hex}")
+    };
+    let mut index: Value =
+        serde_json::from_slice(&std::fs::read(dst.join("index.json")).unwrap()).unwrap();
+    let mdigest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(blob(&mdigest)).unwrap()).unwrap();
+    let cdigest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let mut config: Value =
+        serde_json::from_slice(&std::fs::read(blob(&cdigest)).unwrap()).unwrap();
+    edit(&mut config);
+    let config = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = Value::from(put(&config));
+    manifest["config"]["size"] = Value::from(config.len());
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    index["manifests"][0]["digest"] = Value::from(put(&manifest));
+    index["manifests"][0]["size"] = Value::from(manifest.len());
+    std::fs::write(dst.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn an_image_whose_config_lies_about_its_layers_is_rejected() {
+    let f = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let base_diff = {
+        let mut seen = String::new();
+        layout_with_config(&f.images.join("busybox"), &work.path().join("probe"), |c| {
+            seen = c["rootfs"]["diff_ids"][0].as_str().unwrap().to_string();
+        });
+        seen
+    };
+    let forged = format!("sha256:{}", "ab".repeat(32));
+    let cases: [(&str, Box<dyn FnOnce(&mut Value)>, &str); 2] = [
+        (
+            "diff-id",
+            Box::new(|c: &mut Value| c["rootfs"]["diff_ids"][0] = Value::from(forged.clone())),
+            "the image config says",
+        ),
+        (
+            "diff-count",
+            Box::new(|c: &mut Value| {
+                c["rootfs"]["diff_ids"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(Value::from(base_diff.clone()))
+            }),
+            "diff IDs",
+        ),
+    ];
+    for (name, edit, says) in cases {
+        let layout = work.path().join(name);
+        layout_with_config(&f.images.join("busybox"), &layout, edit);
+        let image = format!("{}/test/liar-{name}:latest", f.plain.addr);
+        sh(Command::new("skopeo")
+            .args(["copy", "-q", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:latest", layout.display()))
+            .arg(format!("docker://{image}")));
+        // Pulled from a registry, and loaded from an archive of the same layout.
+        let archive = work.path().join(format!("{name}.tar"));
+        sh(Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-cf")
+            .arg(&archive)
+            .arg("."));
+        for how in ["pull", "load"] {
+            let s = Store::new();
+            let err = match how {
+                "pull" => s.fails(&["pull", "-q", &image]),
+                _ => s.fails(&["load", "-i", archive.to_str().unwrap()]),
+            };
+            assert!(err.contains(says), "{name} by {how}: {err}");
+            if name == "diff-id" {
+                assert!(err.contains(&forged), "{name} by {how}: {err}");
+            }
+            assert!(s.images().is_empty(), "{name} by {how}: recorded");
+            assert!(
+                s.snapshots().iter().all(|n| n.starts_with(".tmp")),
+                "{name} by {how}: a snapshot became visible: {:?}",
+                s.snapshots()
+            );
+            // The store works afterwards.
+            s.ok(&[
+                "pull",
+                "-q",
+                &format!("{}/test/busybox:latest", f.plain.addr),
+            ]);
+        }
+    }
+}
