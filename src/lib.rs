@@ -6,6 +6,7 @@
 
 pub mod container;
 pub mod dispatch;
+pub mod errors;
 pub mod image;
 pub mod logging;
 pub mod runtime;

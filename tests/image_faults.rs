@@ -385,37 +385,45 @@ fn truncated_blob_with_a_rewritten_content_length() {
     t.assert_pulled();
 }
 
-/// The config blob (fetched whole, not streamed) cut short with a rewritten Content-Length:
-/// rejected by its digest, nothing stored.
-#[test]
-fn truncated_config_blob_is_rejected_by_its_digest() {
-    let t = Faulty::new();
-    let index: Value = serde_json::from_slice(
-        &std::fs::read(fixture().images.join("busybox/index.json")).unwrap(),
-    )
-    .unwrap();
+/// The config digest of an image in the fixture's OCI layouts.
+fn fixture_config(image: &str) -> String {
+    let layout = fixture().images.join(image);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let mdigest = index["manifests"][0]["digest"].as_str().unwrap();
     let manifest: Value = serde_json::from_slice(
         &std::fs::read(
-            fixture()
-                .images
-                .join("busybox/blobs/sha256")
+            layout
+                .join("blobs/sha256")
                 .join(mdigest.trim_start_matches("sha256:")),
         )
         .unwrap(),
     )
     .unwrap();
-    let config = manifest["config"]["digest"].as_str().unwrap().to_string();
+    manifest["config"]["digest"].as_str().unwrap().to_string()
+}
+
+/// The config blob (fetched whole, not streamed) cut short with a rewritten Content-Length,
+/// every time: the client's digest check rejects it, the short answer is retried like a
+/// layer's, then the pull gives up; nothing stored.
+#[test]
+fn truncated_config_blob_is_rejected_by_its_digest() {
+    let t = Faulty::new();
+    let config = fixture_config("busybox");
     t.proxy.inject(
         &format!("/blobs/{config}"),
         Fault::ShortLength { after: 100 },
         None,
     );
     let err = t.s.fails(&["pull", &t.name]);
-    assert!(t.proxy.hits() >= 1);
+    assert_eq!(t.proxy.hits(), attempts(), "{err}");
     assert!(
         err.contains(&config) && err.contains(&t.proxy.addr),
         "the error should name the config blob and the registry: {err}"
+    );
+    assert!(
+        err.contains(&format!("gave up after {} attempts", attempts())),
+        "{err}"
     );
     assert!(t.s.images().is_empty());
     let chex = config.trim_start_matches("sha256:");
@@ -518,6 +526,8 @@ fn disk_full_while_pulling_then_prune_and_pull_again() {
         err.contains("No space left on device"),
         "the error should say the disk is full: {err}"
     );
+    // Once: the causes the error's message already includes are not said again.
+    assert_eq!(err.matches("No space left on device").count(), 1, "{err}");
     // (Layers are fetched in parallel: whichever fills the disk first fails.)
     assert!(
         layers.iter().any(|(d, _)| err.contains(d.as_str())),
@@ -690,6 +700,7 @@ fn disk_full_while_unpacking_a_layer_whose_blob_fits() {
             err.contains("No space left on device") && err.contains(&layer),
             "the error should name the layer and say the disk is full: {err}"
         );
+        assert_eq!(err.matches("No space left on device").count(), 1, "{err}");
         assert!(s.images().is_empty());
         assert!(s.snapshots().is_empty(), "{:?}", s.snapshots());
         assert_consistent(&s, &ref_snaps);
@@ -703,4 +714,84 @@ fn disk_full_while_unpacking_a_layer_whose_blob_fits() {
     assert_consistent(&s, &ref_snaps);
     assert!(s.partials().is_empty(), "{:?}", s.partials());
     drop(disk);
+}
+
+/// The requests for manifests (by tag or digest) the proxy saw.
+const MANIFESTS: &str = "/manifests/";
+
+/// The manifest GET answered 500 once: retried, the pull succeeds. Every time: the pull
+/// gives up after the attempts, naming the image and the registry; then a clean pull works.
+#[test]
+fn http_500_for_the_manifest_once_then_always() {
+    let t = Faulty::new();
+    t.proxy.inject(MANIFESTS, Fault::Status(500), Some(1));
+    let o = t.s.run(&["pull", &t.name]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(t.proxy.hits(), 1);
+    assert_eq!(err.matches("retrying").count(), 1, "{err}");
+    let reqs = t.proxy.requests(MANIFESTS);
+    assert_eq!(reqs[0].path, reqs[1].path, "{reqs:?}");
+    t.assert_pulled();
+
+    let t = Faulty::new();
+    t.proxy.inject(MANIFESTS, Fault::Status(500), None);
+    let err = t.s.fails(&["pull", &t.name]);
+    assert_eq!(t.proxy.hits(), attempts(), "{err}");
+    assert_eq!(t.proxy.requests(MANIFESTS).len(), attempts() as usize);
+    assert!(
+        err.contains(&t.name) && err.contains(&t.proxy.addr),
+        "the error should name the image and the registry: {err}"
+    );
+    assert!(
+        err.split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|w| w == "500"),
+        "the error should give the status: {err}"
+    );
+    assert!(
+        err.contains(&format!("gave up after {} attempts", attempts())),
+        "{err}"
+    );
+    assert!(t.s.images().is_empty() && t.s.blobs().is_empty());
+    t.proxy.clear_faults();
+    t.s.ok(&["pull", "-q", &t.name]);
+    t.assert_pulled();
+}
+
+/// What the registry says for good is not retried: a 404 for the manifest is asked once.
+#[test]
+fn http_404_for_the_manifest_is_not_retried() {
+    let t = Faulty::new();
+    t.proxy.inject(MANIFESTS, Fault::Status(404), None);
+    let err = t.s.fails(&["pull", &t.name]);
+    assert_eq!(t.proxy.requests(MANIFESTS).len(), 1, "{err}");
+    assert!(
+        !err.contains("retrying") && !err.contains("gave up"),
+        "{err}"
+    );
+    assert!(err.contains(&t.name), "{err}");
+}
+
+/// A connection reset in the answer to the manifest GET (on a loopback registry, spoken to in
+/// plain HTTP) and one in the answer to the config blob: each retried on the same scheme, and
+/// the pull succeeds.
+#[test]
+fn connection_reset_on_the_manifest_and_on_the_config_once() {
+    let t = Faulty::new();
+    t.proxy
+        .inject(MANIFESTS, Fault::Reset { after: 0 }, Some(1));
+    t.s.ok(&["pull", "-q", &t.name]);
+    assert_eq!(t.proxy.hits(), 1);
+    let reqs = t.proxy.requests(MANIFESTS);
+    assert_eq!(reqs[0].path, reqs[1].path, "{reqs:?}");
+    t.assert_pulled();
+
+    let t = Faulty::new();
+    let config = fixture_config("busybox");
+    let path = format!("/blobs/{config}");
+    t.proxy.inject(&path, Fault::Reset { after: 10 }, Some(1));
+    t.s.ok(&["pull", "-q", &t.name]);
+    assert_eq!(t.proxy.hits(), 1);
+    assert_eq!(t.proxy.requests(&path).len(), 2);
+    t.assert_pulled();
 }

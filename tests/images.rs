@@ -698,7 +698,8 @@ fn an_image_whose_config_lies_about_its_layers_is_rejected() {
         seen
     };
     let forged = format!("sha256:{}", "ab".repeat(32));
-    let cases: [(&str, Box<dyn FnOnce(&mut Value)>, &str); 2] = [
+    type Edit<'a> = Box<dyn FnOnce(&mut Value) + 'a>;
+    let cases: [(&str, Edit, &str); 2] = [
         (
             "diff-id",
             Box::new(|c: &mut Value| c["rootfs"]["diff_ids"][0] = Value::from(forged.clone())),

@@ -309,7 +309,8 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let msg = format!("{e:#}");
+            // With its causes, each said once (many errors already include their cause).
+            let msg = pouch::errors::chain(e.as_ref());
             tracing::error!("{msg}");
             if logged_to_file {
                 eprintln!("pouch-runtime: {msg}");

@@ -16,6 +16,7 @@ use super::store::{ContentStore, StoreError, StoredImage, SOURCE_INDEX};
 use super::unpack::{self, Compression};
 use futures_util::StreamExt;
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
 use std::path::{Path, PathBuf};
@@ -156,7 +157,8 @@ pub struct PullOptions {
     pub progress: bool,
     /// Layers fetched at once.
     pub parallel: usize,
-    /// Attempts per blob before giving up.
+    /// Attempts per request (manifest, config, layer) before giving up; the pause between
+    /// two doubles each time (0.4 s, 0.8 s, 1.6 s, ...).
     pub attempts: u32,
     /// The wasm executor's compile cache to precompile into (None: do not precompile).
     pub wasm_cache: Option<PathBuf>,
@@ -201,8 +203,10 @@ pub struct Registry {
     reference: ImageRef,
     insecure: bool,
     parallel: usize,
+    attempts: u32,
     http: bool,
-    switched: bool,
+    /// A request succeeded on the current scheme: no more switching.
+    settled: bool,
 }
 
 /// Installs rustls' crypto provider (ring) once per process; reqwest needs one before it
@@ -233,16 +237,96 @@ fn client_for(insecure: bool, http: bool, parallel: usize) -> Client {
     })
 }
 
-/// An error and its causes, `a: b: c` (the body errors of reqwest say why only in their causes).
+/// An error and its causes, `a: b: c` (the body errors of reqwest say why only in their causes),
+/// each cause said once.
 fn describe(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
+    crate::errors::chain(e)
+}
+
+/// What a failed request is worth: whether, and how often, it is tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// No answer, an answer cut short, 5xx, 408, 429: tried again, up to the attempts.
+    Transient,
+    /// A whole answer that does not match its digest: tried once more (a garbled answer does
+    /// not repeat; a registry that stores a corrupt blob says the same every time).
+    Corrupt,
+    /// Refused (401, 403), missing (404) or otherwise said for good: not tried again.
+    Permanent,
+}
+
+/// What a client error is worth retrying.
+fn classify(e: &OciDistributionError) -> Failure {
+    use oci_client::errors::OciErrorCode;
+    use OciDistributionError as E;
+    match e {
+        E::RequestError(r) if r.is_builder() => Failure::Permanent,
+        E::RequestError(_) | E::IoError(_) => Failure::Transient,
+        E::ServerError { code, .. } if *code >= 500 || *code == 408 || *code == 429 => {
+            Failure::Transient
+        }
+        E::RegistryError { envelope, .. }
+            if envelope
+                .errors
+                .iter()
+                .any(|x| x.code == OciErrorCode::Toomanyrequests) =>
+        {
+            Failure::Transient
+        }
+        E::DigestError(_) => Failure::Corrupt,
+        _ => Failure::Permanent,
     }
-    s
+}
+
+/// The retry policy of every request of a pull (manifests, config, layers): `attempts` tries
+/// of a [`Failure::Transient`] failure, two of a [`Failure::Corrupt`] one, one of a
+/// [`Failure::Permanent`] one, with a pause that doubles between two.
+struct Retries {
+    attempt: u32,
+    attempts: u32,
+    corrupt: bool,
+}
+
+impl Retries {
+    fn new(attempts: u32) -> Retries {
+        Retries {
+            attempt: 0,
+            attempts: attempts.max(1),
+            corrupt: false,
+        }
+    }
+
+    /// Starts an attempt.
+    fn start(&mut self) {
+        self.attempt += 1;
+    }
+
+    /// After a failed attempt: pauses and returns `Ok` if another attempt is due, else the
+    /// error to report (saying how many attempts were made, if more than one).
+    async fn failed(&mut self, err: PullError, failure: Failure) -> Result<()> {
+        let again = match failure {
+            Failure::Transient => true,
+            Failure::Corrupt => !std::mem::replace(&mut self.corrupt, true),
+            Failure::Permanent => false,
+        };
+        if !again || self.attempt >= self.attempts {
+            return Err(match err {
+                PullError::Registry(m) if self.attempt > 1 => {
+                    PullError::Registry(format!("{m} (gave up after {} attempts)", self.attempt))
+                }
+                e => e,
+            });
+        }
+        tracing::warn!("{err}; retrying ({}/{})", self.attempt, self.attempts);
+        tokio::time::sleep(Duration::from_millis(200 * (1 << self.attempt.min(5)))).await;
+        Ok(())
+    }
+}
+
+/// Whether a client error means no HTTP answer came at all (refused, TLS failed, garbage
+/// instead of a status line), as when the scheme is the wrong one; not an answer cut short.
+fn no_answer(e: &OciDistributionError) -> bool {
+    matches!(e, OciDistributionError::RequestError(r) if !r.is_body() && !r.is_decode())
 }
 
 impl Registry {
@@ -270,8 +354,9 @@ impl Registry {
             reference: reference.clone(),
             insecure,
             parallel: opts.parallel,
+            attempts: opts.attempts.max(1),
             http,
-            switched: false,
+            settled: false,
         })
     }
 
@@ -289,30 +374,56 @@ impl Registry {
     pub async fn probe_for_push(&mut self, reference: &ImageRef) -> Result<()> {
         let r = reference.to_client();
         let op = oci_client::RegistryOperation::Push;
-        let mut res = self.client.auth(&r, &self.auth, op).await;
-        if let Err(oci_client::errors::OciDistributionError::RequestError(_)) = &res {
-            if self.switch_scheme() {
-                res = self.client.auth(&r, &self.auth, op).await;
-            }
-        }
+        let auth = self.auth.clone();
+        let res = self
+            .on_either_scheme(async |c: &Client| c.auth(&r, &auth, op).await)
+            .await;
         res.map(|_| ()).map_err(|e| self.map_err(e, "authenticate"))
     }
 
-    /// For an insecure registry, once: the other scheme (HTTP after HTTPS failed, or HTTPS
-    /// after HTTP failed). Whether it switched.
-    fn switch_scheme(&mut self) -> bool {
-        if !self.insecure || self.switched {
-            return false;
+    /// Runs a request. For an insecure registry on which no request succeeded yet, a request
+    /// that got no answer at all is tried once with the other scheme (HTTP after HTTPS, or
+    /// HTTPS after HTTP): the scheme that answers is kept; if neither does, the first one is,
+    /// and the first one's error returned (a retry tries both again). A request that got an
+    /// answer cut short is not switched: that scheme works.
+    async fn on_either_scheme<T>(
+        &mut self,
+        op: impl AsyncFn(&Client) -> std::result::Result<T, OciDistributionError>,
+    ) -> std::result::Result<T, OciDistributionError> {
+        let first = op(&self.client).await;
+        let switch = match &first {
+            Ok(_) => {
+                self.settled = true;
+                false
+            }
+            Err(e) => self.insecure && !self.settled && no_answer(e),
+        };
+        if !switch {
+            return first;
         }
-        self.switched = true;
-        self.http = !self.http;
+        self.use_scheme(!self.http);
+        let other = op(&self.client).await;
+        match &other {
+            Ok(_) => self.settled = true,
+            Err(e) if no_answer(e) => {
+                self.use_scheme(!self.http);
+                return first;
+            }
+            Err(_) => {}
+        }
+        other
+    }
+
+    /// Talks plain HTTP (`true`) or HTTPS from now on (an insecure registry: certificates are
+    /// not verified).
+    fn use_scheme(&mut self, http: bool) {
+        self.http = http;
         tracing::debug!(
             registry = %self.reference.registry,
-            "request failed; trying {} (insecure registry)",
+            "no answer; trying {} (insecure registry)",
             if self.http { "plain HTTP" } else { "HTTPS" }
         );
         self.client = client_for(true, self.http, self.parallel);
-        true
     }
 
     /// Turns a client error into ours (401 becomes a credentials hint).
@@ -346,39 +457,91 @@ impl Registry {
         }
     }
 
-    /// Fetches a manifest or index (raw bytes, verified against `expected` if given).
-    /// For an insecure registry a failed attempt is retried once with the other scheme.
+    /// Fetches a manifest or index (raw bytes, verified against `expected` if given), retried
+    /// as [`Retries`] says. For an insecure registry an attempt that gets no answer is tried
+    /// with the other scheme too.
     pub async fn fetch_manifest(
         &mut self,
         reference: &ImageRef,
         expected: Option<&Digest>,
     ) -> Result<(Vec<u8>, Digest)> {
         let r = reference.to_client();
-        let mut res = self
-            .client
-            .pull_manifest_raw(&r, &self.auth, manifest::MANIFEST_ACCEPT)
-            .await;
-        if let Err(oci_client::errors::OciDistributionError::RequestError(_)) = &res {
-            if self.switch_scheme() {
-                res = self
-                    .client
-                    .pull_manifest_raw(&r, &self.auth, manifest::MANIFEST_ACCEPT)
-                    .await;
-            }
-        }
-        let (bytes, _) = res.map_err(|e| self.map_err(e, &format!("manifest {reference}")))?;
-        let actual = Digest::of(&bytes);
-        if let Some(e) = expected {
-            if *e != actual {
-                return Err(StoreError::DigestMismatch {
-                    expected: e.clone(),
-                    actual,
-                    size: bytes.len() as u64,
+        let auth = self.auth.clone();
+        let what = format!("manifest {reference}");
+        let mut retries = Retries::new(self.attempts);
+        loop {
+            retries.start();
+            let res = self
+                .on_either_scheme(async |c: &Client| {
+                    c.pull_manifest_raw(&r, &auth, manifest::MANIFEST_ACCEPT)
+                        .await
+                })
+                .await;
+            let (err, failure) = match res {
+                Ok((bytes, _)) => {
+                    let actual = Digest::of(&bytes);
+                    match expected {
+                        Some(e) if *e != actual => {
+                            let mismatch = StoreError::DigestMismatch {
+                                expected: e.clone(),
+                                actual,
+                                size: bytes.len() as u64,
+                            };
+                            (
+                                PullError::Registry(format!(
+                                    "{what} from {}: {mismatch}",
+                                    self.reference.registry
+                                )),
+                                Failure::Corrupt,
+                            )
+                        }
+                        _ => return Ok((bytes.to_vec(), actual)),
+                    }
                 }
-                .into());
-            }
+                Err(e) => {
+                    let failure = classify(&e);
+                    (self.map_err(e, &what), failure)
+                }
+            };
+            retries.failed(err, failure).await?;
         }
-        Ok((bytes.to_vec(), actual))
+    }
+
+    /// Fetches a small blob whole (the config), retried as [`Retries`] says; verified against
+    /// its digest by the client.
+    async fn fetch_small_blob(
+        &self,
+        reference: &ImageRef,
+        what: &str,
+        desc: &Descriptor,
+    ) -> Result<Vec<u8>> {
+        let r = reference.to_client();
+        let cdesc = to_client_desc(desc);
+        let what = format!("{what} {}", desc.digest);
+        let mut retries = Retries::new(self.attempts);
+        loop {
+            retries.start();
+            let mut buf = Vec::with_capacity(desc.size as usize);
+            let (err, failure) = match self.client.pull_blob(&r, &cdesc, &mut buf).await {
+                Ok(()) => return Ok(buf),
+                // A digest that does not match an answer of the wrong size: cut short (as a
+                // layer's short answer, tried again), not corrupt.
+                Err(OciDistributionError::DigestError(_)) if buf.len() as u64 != desc.size => (
+                    PullError::Registry(format!(
+                        "{what} from {}: the answer had {} of {} bytes",
+                        self.reference.registry,
+                        buf.len(),
+                        desc.size
+                    )),
+                    Failure::Transient,
+                ),
+                Err(e) => {
+                    let failure = classify(&e);
+                    (self.map_err(e, &what), failure)
+                }
+            };
+            retries.failed(err, failure).await?;
+        }
     }
 }
 
@@ -532,11 +695,7 @@ pub async fn pull(
     let mut downloaded = 0;
     let mut total = 0u64;
     if !store.has_blob(&m.config.digest) {
-        let mut buf = Vec::with_capacity(m.config.size as usize);
-        reg.client
-            .pull_blob(&reference.to_client(), &to_client_desc(&m.config), &mut buf)
-            .await
-            .map_err(|e| reg.map_err(e, &format!("config {}", m.config.digest)))?;
+        let buf = reg.fetch_small_blob(reference, "config", &m.config).await?;
         store.put_blob(&buf, Some(&m.config.digest))?;
         downloaded += 1;
         total += buf.len() as u64;
@@ -835,9 +994,9 @@ async fn download(
 ) -> Result<()> {
     let r = reference.to_client();
     let desc = to_client_desc(layer);
-    let mut attempt = 0;
+    let mut retries = Retries::new(attempts);
     loop {
-        attempt += 1;
+        retries.start();
         let offset = ingest.offset();
         if offset == layer.size {
             return Ok(());
@@ -846,7 +1005,7 @@ async fn download(
             .client
             .pull_blob_stream_partial(&r, &desc, offset, None)
             .await;
-        let err = match resp {
+        let (err, failure) = match resp {
             Ok(resp) => {
                 let (mut stream, mut skip) = match resp {
                     BlobResponse::Partial(s) => (s, 0u64),
@@ -904,29 +1063,27 @@ async fn download(
                 }
                 match failed {
                     None if ingest.offset() == layer.size => return Ok(()),
-                    None => PullError::Registry(format!(
-                        "blob {} from {}: the answer ended after {} of {} bytes",
-                        layer.digest,
-                        reference.registry,
-                        ingest.offset(),
-                        layer.size
-                    )),
-                    Some(e @ PullError::Store(_)) => return Err(e),
-                    Some(e) => e,
+                    None => (
+                        PullError::Registry(format!(
+                            "blob {} from {}: the answer ended after {} of {} bytes",
+                            layer.digest,
+                            reference.registry,
+                            ingest.offset(),
+                            layer.size
+                        )),
+                        Failure::Transient,
+                    ),
+                    // More bytes than the blob has.
+                    Some(e @ PullError::Store(_)) => (e, Failure::Permanent),
+                    Some(e) => (e, Failure::Transient),
                 }
             }
-            Err(e) => reg.map_err(e, &format!("blob {}", layer.digest)),
+            Err(e) => {
+                let failure = classify(&e);
+                (reg.map_err(e, &format!("blob {}", layer.digest)), failure)
+            }
         };
-        if attempt >= attempts || matches!(err, PullError::Unauthorized { .. }) {
-            return Err(match err {
-                PullError::Registry(m) if attempt > 1 => {
-                    PullError::Registry(format!("{m} (gave up after {attempt} attempts)"))
-                }
-                e => e,
-            });
-        }
-        tracing::warn!("{err}; retrying ({attempt}/{attempts})");
-        tokio::time::sleep(Duration::from_millis(200 * (1 << attempt.min(5)))).await;
+        retries.failed(err, failure).await?;
     }
 }
 
@@ -988,4 +1145,88 @@ fn find_in_snapshots(snaps: &[PathBuf], path: &str) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: u16) -> OciDistributionError {
+        OciDistributionError::ServerError {
+            code,
+            url: "http://r/v2/x/manifests/1".into(),
+            message: String::new(),
+        }
+    }
+
+    fn envelope(code: &str) -> OciDistributionError {
+        OciDistributionError::RegistryError {
+            envelope: serde_json::from_str(&format!(
+                r#"{{"errors":[{{"code":"{code}","message":"m"}}]}}"#
+            ))
+            .unwrap(),
+            url: "http://r/v2/x/manifests/1".into(),
+        }
+    }
+
+    #[test]
+    fn image_pull_failures_are_classified() {
+        for code in [500, 502, 503, 408, 429] {
+            assert_eq!(classify(&server(code)), Failure::Transient, "{code}");
+        }
+        for code in [400, 403, 404, 405] {
+            assert_eq!(classify(&server(code)), Failure::Permanent, "{code}");
+        }
+        assert_eq!(classify(&envelope("TOOMANYREQUESTS")), Failure::Transient);
+        for code in ["MANIFEST_UNKNOWN", "DENIED", "NAME_UNKNOWN", "UNKNOWN"] {
+            assert_eq!(classify(&envelope(code)), Failure::Permanent, "{code}");
+        }
+        let unauthorized = OciDistributionError::UnauthorizedError { url: "u".into() };
+        assert_eq!(classify(&unauthorized), Failure::Permanent);
+        let mismatch =
+            OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError {
+                expected: "sha256:a".into(),
+                actual: "sha256:b".into(),
+            });
+        assert_eq!(classify(&mismatch), Failure::Corrupt);
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(classify(&io.into()), Failure::Transient);
+    }
+
+    #[test]
+    fn image_pull_retries_follow_the_policy() {
+        block_on(async {
+            let err = || PullError::Registry("manifest x from r: boom".into());
+            // Permanent: given up at once, the message as it was.
+            let mut r = Retries::new(4);
+            r.start();
+            let e = r.failed(err(), Failure::Permanent).await.unwrap_err();
+            assert_eq!(e.to_string(), "manifest x from r: boom");
+
+            // Corrupt: tried once more, then given up, saying so.
+            let mut r = Retries::new(4);
+            r.start();
+            r.failed(err(), Failure::Corrupt).await.unwrap();
+            r.start();
+            let e = r.failed(err(), Failure::Corrupt).await.unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "manifest x from r: boom (gave up after 2 attempts)"
+            );
+
+            // Transient: up to the attempts (one attempt: no pause, no retry).
+            let mut r = Retries::new(1);
+            r.start();
+            let e = r.failed(err(), Failure::Transient).await.unwrap_err();
+            assert_eq!(e.to_string(), "manifest x from r: boom");
+            // Other errors keep their type.
+            let mut r = Retries::new(1);
+            r.start();
+            let e = r
+                .failed(PullError::Other("x".into()), Failure::Transient)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, PullError::Other(_)));
+        });
+    }
 }

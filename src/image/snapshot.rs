@@ -96,14 +96,31 @@ impl PendingSnapshot {
 
     /// Makes the snapshot visible (a concurrent unpack of the same chain may have won; then
     /// ours is dropped).
+    ///
+    /// The unpacked files reach the disk first (`syncfs` of the data root's filesystem, one call
+    /// for the whole tree), and the rename after it: a power loss never leaves a visible
+    /// snapshot with empty or missing files, as blobs are synced before their rename too.
     pub fn commit(mut self) -> Result<PathBuf, SnapshotError> {
         self.done = true;
         if self.target.exists() {
             let _ = remove_tree(&self.tmp);
             return Ok(self.target.clone());
         }
+        if let Err(source) = sync_filesystem(&self.tmp) {
+            let _ = remove_tree(&self.tmp);
+            return Err(SnapshotError::Io {
+                what: "sync the unpacked layer in",
+                path: self.tmp.clone(),
+                source,
+            });
+        }
         match fs::rename(&self.tmp, &self.target) {
-            Ok(()) => Ok(self.target.clone()),
+            Ok(()) => {
+                if let Some(parent) = self.target.parent() {
+                    let _ = fs::File::open(parent).and_then(|d| d.sync_all());
+                }
+                Ok(self.target.clone())
+            }
             Err(_) if self.target.exists() => {
                 let _ = remove_tree(&self.tmp);
                 Ok(self.target.clone())
@@ -125,6 +142,18 @@ impl Drop for PendingSnapshot {
         if !self.done {
             let _ = remove_tree(&self.tmp);
         }
+    }
+}
+
+/// `syncfs(2)` of the filesystem holding `dir`.
+fn sync_filesystem(dir: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let d = fs::File::open(dir)?;
+    // SAFETY: a valid open descriptor.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

@@ -239,6 +239,12 @@ fn load_config() -> Result<Config> {
     }
 }
 
+/// An error as the user sees it: with its causes, each said once (many of our errors already
+/// include their cause, which anyhow's `{:#}` would say again).
+fn error_text(e: &anyhow::Error) -> String {
+    pouch::errors::chain(e.as_ref())
+}
+
 fn main() {
     let cli = Cli::parse();
     if let Cmd::Monitor { id } = &cli.cmd {
@@ -284,7 +290,7 @@ fn main() {
                 o.code
             }
             None => {
-                eprintln!("Error: {e:#}");
+                eprintln!("Error: {}", error_text(&e));
                 1
             }
         },
@@ -455,7 +461,7 @@ fn run(cli: Cli) -> Result<i32> {
                         }
                     }
                     Err(e) => {
-                        eprintln!("Error: {e:#}");
+                        eprintln!("Error: {}", error_text(&e));
                         failed = true;
                     }
                 }
