@@ -6,7 +6,7 @@
 # Installs cargo-fuzz (`cargo install cargo-fuzz --locked`) when it is missing. Needs the
 # nightly toolchain (libFuzzer's instrumentation flags are nightly-only); it is not updated here.
 # Corpora grow in fuzz/corpus/<target> (gitignored) on top of the committed seeds in
-# fuzz/seeds/<target>; crashes, OOMs and timeouts land in fuzz/artifacts/<target>. Exits 1 if any
+# fuzz/seeds/<target> and regressions in fuzz/regressions/<target>; crashes, OOMs and timeouts land in fuzz/artifacts/<target>. Exits 1 if any
 # target found one (the others still run), 2 on a setup or build error.
 #
 # Environment:
@@ -58,6 +58,7 @@ for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
     dirs=("corpus/$t")
     [ -d "seeds/$t" ] && dirs+=("seeds/$t")
+    [ -d "regressions/$t" ] && dirs+=("regressions/$t")
     log="logs/$t.log"
     echo "fuzz.sh: $t for $secs s (log: fuzz/$log)" >&2
     cargo "+$tc" fuzz run --sanitizer "$san" "$t" "${dirs[@]}" -- \

@@ -1,22 +1,11 @@
-//! Feeds arbitrary UTF-8 to `ImageRef::from_str` (what `pouch pull/run/tag` and image archives
-//! give it). Must never panic; a reference that parses must print (Display) as a string that
-//! parses back to the same value, and must convert to an oci-client reference.
+//! The `image_reference` fuzz target: what it feeds and the invariants it checks are in
+//! `fuzz/checks/image_reference.rs`, shared with `tests/fuzz_regressions.rs` (see docs/FUZZING.md).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pouch::image::reference::ImageRef;
-use std::str::FromStr;
 
-fuzz_target!(|s: &str| {
-    let Ok(r) = ImageRef::from_str(s) else {
-        return;
-    };
-    let shown = r.to_string();
-    let again = ImageRef::from_str(&shown)
-        .unwrap_or_else(|e| panic!("{s:?} parsed as {r:?}, but its Display {shown:?} does not parse: {e}"));
-    assert_eq!(r, again, "{s:?} -> {shown:?} does not round-trip");
-    assert_eq!(shown, again.to_string());
-    let _ = r.name();
-    let _ = r.is_loopback_registry();
-    let _ = r.to_client();
-});
+#[path = "../checks/mod.rs"]
+#[allow(dead_code)] // every target compiles all the checks and calls one
+mod checks;
+
+fuzz_target!(|data: &[u8]| checks::image_reference::check(data));
