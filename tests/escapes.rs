@@ -248,6 +248,39 @@ fn symlinked_mount_targets_are_resolved_inside_the_rootfs() {
     );
 }
 
+/// A mount whose destination is the container's root, directly or through a symlink in the
+/// image (`/host -> /`), would become the container's `/`; a read-only one would not even be
+/// made read-only (its remount would reach the rootfs beneath). Refused.
+#[test]
+fn a_mount_over_the_containers_root_is_refused() {
+    let volume = tempfile::Builder::new()
+        .prefix("escape-volume")
+        .tempdir()
+        .unwrap();
+    std::fs::write(volume.path().join("untouched"), "host").unwrap();
+    for (dest, link) in [("/", None), ("/host", Some("/")), ("/up", Some("../../.."))] {
+        let mut b = Bundle::new(&["sh", "-c", "echo PROGRAM-RAN > /untouched"]);
+        let rootfs = private_rootfs(&mut b);
+        if let Some(target) = link {
+            std::os::unix::fs::symlink(target, rootfs.join(dest.trim_start_matches('/'))).unwrap();
+        }
+        b.spec["mounts"].as_array_mut().unwrap().push(
+            json!({"destination": dest, "type": "bind", "source": volume.path(), "options": ["rbind", "ro"]}),
+        );
+        let (code, out, err) = b.run();
+        assert_ne!(code, 0, "{dest}: ran: {out}");
+        assert!(
+            err.contains("is the container's root directory"),
+            "{dest}: {err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(volume.path().join("untouched")).unwrap(),
+            "host",
+            "{dest}: the volume was written"
+        );
+    }
+}
+
 /// CVE-2021-30465's pattern: between the moment the runtime resolved a mount destination and
 /// the mount itself, something that can write the rootfs (another container sharing it as a
 /// volume) swaps the destination for a symlink to the host. The runtime is held in that window

@@ -203,7 +203,12 @@ impl Resolved {
 /// Resolves the destination of a mount just made once more (now reaching the new mount on
 /// top) and checks it is still where it was: a swapped path component makes it an error,
 /// never a remount of something else.
-fn reopen_mounted(root: &RootDir, dest: &Path, was: &Resolved) -> Result<Resolved> {
+fn reopen_mounted(
+    sys: &dyn Syscall,
+    root: &RootDir,
+    dest: &Path,
+    was: &Resolved,
+) -> Result<Resolved> {
     let refuse = |now: String| {
         Error::invalid(format!(
             "the destination changed while it was being mounted (resolved to {}, now {now}): \
@@ -211,11 +216,69 @@ fn reopen_mounted(root: &RootDir, dest: &Path, was: &Resolved) -> Result<Resolve
             was.host.display()
         ))
     };
-    match open_in_rootfs(root, dest, Create::Nothing) {
-        Ok(now) if now.host == was.host => Ok(now),
-        Ok(now) => Err(refuse(now.host.display().to_string())),
-        Err(e) => Err(refuse(format!("unresolvable: {e}"))),
+    let now = match open_in_rootfs(root, dest, Create::Nothing) {
+        Ok(now) if now.host == was.host => now,
+        Ok(now) => return Err(refuse(now.host.display().to_string())),
+        Err(e) => return Err(refuse(format!("unresolvable: {e}"))),
+    };
+    // The same path, and it must now be the root of another mount than before (the new one):
+    // a lookup that did not step onto the new mount would remount what lies beneath it.
+    if !sys.mounts_for_real() {
+        return Ok(now);
     }
+    if let (Some(before), Some(after)) = (mount_of(&was.fd), mount_of(&now.fd)) {
+        if before.0 == after.0 || !after.1 {
+            return Err(Error::invalid(format!(
+                "{}: the new mount cannot be reached through its destination to finish it \
+                 (mount id {} before, {} after); refusing to leave it half set up",
+                was.host.display(),
+                before.0,
+                after.0
+            )));
+        }
+    }
+    Ok(now)
+}
+
+/// The mount id of `fd` and whether it is the root of that mount (`statx`; `None` where the
+/// kernel does not say, before Linux 5.8).
+fn mount_of(fd: &OwnedFd) -> Option<(u64, bool)> {
+    // SAFETY: a zeroed statx is a valid out buffer.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd, empty NUL-terminated path, valid buffer.
+    let rc = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut st,
+        )
+    };
+    if rc != 0 || st.stx_mask & libc::STATX_MNT_ID == 0 {
+        return None;
+    }
+    let root_known = st.stx_attributes_mask & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0;
+    let is_root = st.stx_attributes & libc::STATX_ATTR_MOUNT_ROOT as u64 != 0;
+    Some((st.stx_mnt_id, is_root || !root_known))
+}
+
+/// Refuses a mount destination that resolves to the container's root directory itself (`/`,
+/// or a symlink to it in the image): a mount there would become the container's `/`.
+fn not_the_root(root: &RootDir, dest: &Path, dst: &Resolved) -> Result<()> {
+    if dst.host == root.host {
+        return Err(Error::invalid(format!(
+            "destination {} is the container's root directory{}: a mount there would replace \
+             the whole root filesystem; mount it elsewhere (or use root.path for the root)",
+            dest.display(),
+            if dest.components().count() > 1 {
+                " (through a symlink in the image)"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(())
 }
 
 /// The environment variable of a test hook (tests/escapes.rs): `<dir>:<destination>` makes the
@@ -246,6 +309,7 @@ fn pause_for_test(dest: &Path) {
 #[derive(Debug)]
 pub struct RootDir {
     fd: OwnedFd,
+    host: PathBuf,
 }
 
 impl RootDir {
@@ -257,7 +321,8 @@ impl RootDir {
             Mode::empty(),
         )
         .ctx(|| format!("open rootfs {}", root.display()))?;
-        Ok(RootDir { fd })
+        let host = fd_path(&fd)?;
+        Ok(RootDir { fd, host })
     }
 }
 
@@ -413,9 +478,12 @@ fn mount_setattr_rdonly_recursive(target: &Path) -> Result<()> {
             std::mem::size_of::<MountAttr>(),
         )
     };
-    Errno::result(rc)
-        .map(drop)
-        .ctx(|| format!("make {} recursively read-only (rro)", target.display()))
+    Errno::result(rc).map(drop).ctx(|| {
+        format!(
+            "make {} recursively read-only (rro)",
+            crate::syscall::shown(target).display()
+        )
+    })
 }
 
 /// Mounts `mounts[index]` under the rootfs.
@@ -462,6 +530,7 @@ pub fn mount_one(
                     Create::File
                 };
             let dst = open_in_rootfs(root, m.destination(), create)?;
+            not_the_root(root, m.destination(), &dst)?;
             pause_for_test(m.destination());
             let rec = opts.flags & MsFlags::MS_REC;
             let src_proc = PathBuf::from(format!("/proc/self/fd/{}", src_fd.as_raw_fd()));
@@ -472,7 +541,7 @@ pub fn mount_one(
                 MsFlags::MS_BIND | rec,
                 None,
             )?;
-            let top = reopen_mounted(root, m.destination(), &dst)?;
+            let top = reopen_mounted(sys, root, m.destination(), &dst)?;
             let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
             if !extra.is_empty() {
                 remount_bind(sys, &top.proc_path(), extra)?;
@@ -480,6 +549,7 @@ pub fn mount_one(
             finish_mount(sys, &top.proc_path(), &opts)
         } else {
             let dst = open_in_rootfs(root, m.destination(), Create::Dir)?;
+            not_the_root(root, m.destination(), &dst)?;
             pause_for_test(m.destination());
             let source = m
                 .source()
@@ -502,12 +572,12 @@ pub fn mount_one(
                         MsFlags::MS_BIND | MsFlags::MS_REC,
                         None,
                     )?;
-                    let top = reopen_mounted(root, m.destination(), &dst)?;
+                    let top = reopen_mounted(sys, root, m.destination(), &dst)?;
                     remount_bind(sys, &top.proc_path(), opts.flags | MsFlags::MS_RDONLY)?;
                 }
                 r => r?,
             }
-            let top = reopen_mounted(root, m.destination(), &dst)?;
+            let top = reopen_mounted(sys, root, m.destination(), &dst)?;
             finish_mount(sys, &top.proc_path(), &opts)
         }
     })();
@@ -546,6 +616,7 @@ fn mount_cgroup(
     root: &RootDir,
 ) -> Result<()> {
     let dst = open_in_rootfs(root, m.destination(), Create::Dir)?;
+    not_the_root(root, m.destination(), &dst)?;
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
     let base = opts.flags & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
     let pure_v2 = o.cgroup_mounts.len() == 1 && o.cgroup_mounts[0].name.is_empty();
@@ -560,7 +631,7 @@ fn mount_cgroup(
             base,
             Some("mode=755"),
         )?;
-        Some(reopen_mounted(root, m.destination(), &dst)?)
+        Some(reopen_mounted(sys, root, m.destination(), &dst)?)
     };
     let top_dir = tmpfs.as_ref().unwrap_or(&dst).proc_path();
     for h in o.cgroup_mounts {
@@ -568,7 +639,8 @@ fn mount_cgroup(
             top_dir.clone()
         } else {
             let p = top_dir.join(&h.name);
-            fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+            fs::create_dir_all(&p)
+                .ctx(|| format!("create {}", crate::syscall::shown(&p).display()))?;
             p
         };
         if o.cgroup_ns {
@@ -585,7 +657,7 @@ fn mount_cgroup(
         }
         // The mount just made: below the tmpfs by name, else the destination resolved anew.
         let fresh = if h.name.is_empty() {
-            Some(reopen_mounted(root, m.destination(), &dst)?)
+            Some(reopen_mounted(sys, root, m.destination(), &dst)?)
         } else {
             None
         };
@@ -683,7 +755,8 @@ pub fn create_device(
         );
     }
     if fs::symlink_metadata(&host).is_ok() {
-        fs::remove_file(&host).ctx(|| format!("replace {}", host.display()))?;
+        fs::remove_file(&host)
+            .ctx(|| format!("replace {}", crate::syscall::shown(&host).display()))?;
     }
     let dev = nix::sys::stat::makedev(d.major() as u64, d.minor() as u64);
     let mode = Mode::from_bits_truncate(d.file_mode().unwrap_or(0o666));

@@ -39,6 +39,11 @@ pub trait Syscall {
     fn sethostname(&self, name: &str) -> Result<()>;
     /// setdomainname(2).
     fn setdomainname(&self, name: &str) -> Result<()>;
+    /// Whether mounts really happen (so that their result can be checked); `false` for a
+    /// recorder.
+    fn mounts_for_real(&self) -> bool {
+        true
+    }
 }
 
 /// The real kernel.
@@ -171,6 +176,9 @@ pub struct RecordingSyscall {
 }
 
 impl Syscall for RecordingSyscall {
+    fn mounts_for_real(&self) -> bool {
+        false
+    }
     fn mount(
         &self,
         source: Option<&Path>,

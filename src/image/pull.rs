@@ -396,7 +396,16 @@ impl Registry {
                 self.settled = true;
                 false
             }
-            Err(e) => self.insecure && !self.settled && no_answer(e),
+            Err(e) => {
+                // Any HTTP answer (a 404, a 401) shows the scheme works: keep it for good.
+                if !matches!(
+                    e,
+                    OciDistributionError::RequestError(_) | OciDistributionError::IoError(_)
+                ) {
+                    self.settled = true;
+                }
+                self.insecure && !self.settled && no_answer(e)
+            }
         };
         if !switch {
             return first;
@@ -518,11 +527,24 @@ impl Registry {
         let r = reference.to_client();
         let cdesc = to_client_desc(desc);
         let what = format!("{what} {}", desc.digest);
+        if desc.size > MAX_SMALL_BLOB {
+            return Err(PullError::Registry(format!(
+                "{what} of {reference}: the manifest says it is {} bytes, more than the {} MiB \
+                 such a blob may have; refusing it (a broken or hostile image)",
+                desc.size,
+                MAX_SMALL_BLOB >> 20
+            )));
+        }
         let mut retries = Retries::new(self.attempts);
         loop {
             retries.start();
-            let mut buf = Vec::with_capacity(desc.size as usize);
-            let (err, failure) = match self.client.pull_blob(&r, &cdesc, &mut buf).await {
+            let mut buf = Bounded {
+                buf: Vec::with_capacity(desc.size as usize),
+                limit: desc.size as usize,
+            };
+            let got = self.client.pull_blob(&r, &cdesc, &mut buf).await;
+            let buf = buf.buf;
+            let (err, failure) = match got {
                 Ok(()) => return Ok(buf),
                 // A digest that does not match an answer of the wrong size: cut short (as a
                 // layer's short answer, tried again), not corrupt.
@@ -542,6 +564,47 @@ impl Registry {
             };
             retries.failed(err, failure).await?;
         }
+    }
+}
+
+/// The most a blob fetched whole into memory (an image config) may have.
+const MAX_SMALL_BLOB: u64 = 32 << 20;
+
+/// An in-memory sink that refuses to grow past `limit` bytes (a registry sending more than the
+/// descriptor's size gets an error, not our memory).
+struct Bounded {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl tokio::io::AsyncWrite for Bounded {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.buf.len() + data.len() > self.limit {
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the registry sent more than the {} bytes the descriptor announced",
+                self.limit
+            ))));
+        }
+        self.buf.extend_from_slice(data);
+        std::task::Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -1191,6 +1254,25 @@ mod tests {
         assert_eq!(classify(&mismatch), Failure::Corrupt);
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert_eq!(classify(&io.into()), Failure::Transient);
+    }
+
+    #[test]
+    fn a_small_blob_cannot_grow_past_its_descriptor() {
+        use tokio::io::AsyncWriteExt;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut b = Bounded {
+                buf: Vec::new(),
+                limit: 5,
+            };
+            b.write_all(b"abc").await.unwrap();
+            b.write_all(b"de").await.unwrap();
+            let e = b.write_all(b"f").await.unwrap_err();
+            assert!(e.to_string().contains("more than the 5 bytes"), "{e}");
+            assert_eq!(b.buf, b"abcde");
+        });
     }
 
     #[test]

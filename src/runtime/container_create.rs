@@ -156,16 +156,17 @@ impl Runtime {
             executor: String::new(),
             hooks: spec.hooks().clone(),
         };
-        let (dir, _lock) = super::state::ContainerDir::create(self, id, &rec)?;
-        super::fault_point("create:state-dir");
+        // A duplicate id is reported as such, before the cgroup is looked at.
+        if self.container_dir(id)?.symlink_metadata().is_ok() {
+            return Err(Error::AlreadyExists(id.to_string()));
+        }
         // A cgroup that already has processes is someone else's (or another container's):
         // refused, as runc does, or a failed create, `kill --all` and `delete` would kill those
-        // processes and remove the cgroup. An existing empty one is fine. Checked once the id
-        // is ours, so that a duplicate id is reported as such.
-        if let Err(e) = check_cgroup_unused(&cgroup, &cgroup_path) {
-            let _ = dir.remove();
-            return Err(e);
-        }
+        // processes and remove the cgroup. An existing empty one is fine. Checked before the
+        // first record names the cgroup: a `delete` after a crash acts on that record.
+        check_cgroup_unused(&cgroup, &cgroup_path)?;
+        let (dir, _lock) = super::state::ContainerDir::create(self, id, &rec)?;
+        super::fault_point("create:state-dir");
         let result = (|| -> Result<(), Error> {
             cgroup.create()?;
             // Always applied: the device rules at least (deny all but the defaults).

@@ -180,6 +180,11 @@ impl ContainerLock {
             let m = file.metadata()?;
             (m.dev(), m.ino())
         };
+        // While we waited, the container may have been deleted and another created under the
+        // same id: our lock is then on the old, unlinked file, and guards nothing.
+        if lock_key(dir) != Some(key) {
+            return Err(std::io::Error::from(std::io::ErrorKind::NotFound));
+        }
         let mut reg = held();
         let h = reg.entry(key).or_insert_with(|| Held {
             files: Vec::new(),
@@ -277,16 +282,7 @@ impl ContainerDir {
             return Err(Error::AlreadyExists(id.to_string()));
         }
         remove_stale_reservations(rt.root());
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let tmp = rt.root().join(format!(
-            "{RESERVATION_PREFIX}{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&tmp)
-            .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        let tmp = make_reservation(rt.root())?;
         let staged = ContainerDir {
             id: id.to_string(),
             path: tmp,
@@ -463,6 +459,29 @@ impl ContainerDir {
 /// The name prefix of a container directory being set up (`~` is not allowed in ids).
 const RESERVATION_PREFIX: &str = "~new-";
 
+/// Makes a fresh temporary container directory in `root` (a name left by a dead process with
+/// the same pid, or used in another pid namespace sharing the root, is skipped).
+fn make_reservation(root: &Path) -> Result<PathBuf, Error> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut tries = 0;
+    loop {
+        let tmp = root.join(format!(
+            "{RESERVATION_PREFIX}{}-{nanos}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&tmp) {
+            Ok(()) => return Ok(tmp),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 100 => tries += 1,
+            Err(e) => return Err(Error::io(format!("create {}", tmp.display()), e)),
+        }
+    }
+}
+
 /// Removes the temporary directories of creates that died before renaming them into place
 /// (older than a minute: a live create renames its own within microseconds).
 fn remove_stale_reservations(root: &Path) {
@@ -489,7 +508,9 @@ fn remove_stale_reservations(root: &Path) {
     }
 }
 
-/// `renameat2(from, to, RENAME_NOREPLACE)`: fails with `EEXIST` if `to` exists.
+/// `renameat2(from, to, RENAME_NOREPLACE)`: fails with `EEXIST` if `to` exists. Where the
+/// filesystem (NFS, 9p, some FUSE) or the kernel lacks it, a plain `rename`, which cannot
+/// replace a container directory either (never empty: it holds `lock` and `state.json`).
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| {
@@ -508,9 +529,17 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
         )
     };
     if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => match std::fs::rename(from, to) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+                Err(std::io::Error::from_raw_os_error(libc::EEXIST))
+            }
+            r => r,
+        },
+        _ => Err(e),
     }
 }
 
