@@ -29,6 +29,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::containerd::{
+    self, cgroup_left, final_checks, mounts_under, remove_unless_mounted, report_cleanup,
+    require_tools, support_script, temp_dir, text, wait_processes_gone, Options,
+};
 use common::*;
 
 /// The image `tests/support/podman-image.sh` builds from the busybox fixture.
@@ -37,9 +41,6 @@ const IMAGE: &str = "localhost/pouch-busybox:latest";
 const CTR_NAMESPACE: &str = "pouch-test";
 /// Longest any single client command may take before the test fails.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(40);
-/// How long processes that a client started (conmon, `podman container cleanup`, shims) may
-/// take to go away after their container ended.
-const PROCESS_GRACE: Duration = Duration::from_secs(15);
 /// pouch-runtime's default `--root`: podman never passes `--root`.
 const DEFAULT_RUNTIME_ROOT: &str = "/run/pouch-runtime";
 
@@ -47,73 +48,10 @@ const DEFAULT_RUNTIME_ROOT: &str = "/run/pouch-runtime";
 // helpers
 // ----------------------------------------------------------------------------------------
 
-fn support_script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/support")
-        .join(name)
-}
-
-/// Fails (never skips) when a tool the test needs is not installed.
-fn require_tools(tools: &[&str]) {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| !std::env::split_paths(&path).any(|d| d.join(t).is_file()))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{} not found in PATH ({}): these tests drive the real clients; install them with \
-         scripts/install-deps.sh",
-        missing.join(", "),
-        path.to_string_lossy()
-    );
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the client tests need root (podman and containerd run rootful here)"
-    );
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Runs `cmd` with stdin from /dev/null and stdout/stderr captured through files (daemons
-/// the client leaves behind cannot hold them open). Fails the test after `COMMAND_TIMEOUT`,
-/// killing the command (the child we started, by pid).
+/// Runs `cmd` (stdin /dev/null, output through files), failing the test after
+/// `COMMAND_TIMEOUT` (killing the command, the child we started, by pid).
 fn run(cmd: &mut Command) -> Output {
-    let out = tempfile::tempfile().unwrap();
-    let err = tempfile::tempfile().unwrap();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > COMMAND_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {COMMAND_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let read = |mut f: fs::File| {
-        use std::io::{Read, Seek};
-        let mut v = Vec::new();
-        f.seek(std::io::SeekFrom::Start(0)).unwrap();
-        f.read_to_end(&mut v).unwrap();
-        v
-    };
-    Output {
-        status,
-        stdout: read(out),
-        stderr: read(err),
-    }
+    containerd::run(cmd, COMMAND_TIMEOUT)
 }
 
 /// Stdout of a successful command; otherwise fails with what it printed.
@@ -127,76 +65,6 @@ fn ok(cmd: &mut Command) -> String {
         text(&o.stderr)
     );
     text(&o.stdout)
-}
-
-/// A temporary directory, canonical (the support scripts resolve symlinks).
-fn temp_dir(parent: &Path, prefix: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in(parent)
-        .unwrap();
-    let path = dir.path().canonicalize().unwrap();
-    (dir, path)
-}
-
-/// Mount points at or below `dir` in our mount namespace (the host's).
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = format!("{}/", dir.display());
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|mp| mp.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Processes (other than this test) whose command line names `dir`: conmon and podman's
-/// cleanup processes name the podman store, containerd and its shims the containerd state.
-fn processes_naming(dir: &Path) -> Vec<(i32, String)> {
-    let needle = dir.to_string_lossy().into_owned();
-    let me = std::process::id() as i32;
-    let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(raw) = fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let cmdline = text(&raw).replace('\0', " ");
-        if cmdline.contains(&needle) {
-            found.push((pid, cmdline.trim_end().to_owned()));
-        }
-    }
-    found
-}
-
-/// Waits up to `PROCESS_GRACE` for every process naming `dir` to end; returns the rest.
-fn wait_processes_gone(dir: &Path) -> Vec<(i32, String)> {
-    let t = Instant::now();
-    loop {
-        let left = processes_naming(dir);
-        if left.is_empty() || t.elapsed() > PROCESS_GRACE {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Existing directories of cgroup `path` (at or below it) in any hierarchy.
-fn cgroup_left(path: &str) -> Vec<PathBuf> {
-    cgroup_dirs_of(path)
-        .into_iter()
-        .filter(|p| p.exists())
-        .collect()
 }
 
 /// Asserts that `pid` is a member of cgroup `path` in every hierarchy mounted here.
@@ -258,6 +126,31 @@ fn logged_calls(log: &Path, id: &str) -> Vec<String> {
             rest.contains(&id).then(|| rest.join(" "))
         })
         .collect()
+}
+
+/// Asserts that the calls the wrapper logged for `id` (see `logged_calls`) are a `create
+/// --bundle ...`, then exactly `then`, in which `{id}` stands for the id; `what` names them in
+/// the failure. Returns the calls.
+fn assert_calls(log: &Path, id: &str, then: &[&str], what: &str) -> Vec<String> {
+    let calls = logged_calls(log, id);
+    let then: Vec<String> = then.iter().map(|c| c.replace("{id}", id)).collect();
+    assert!(
+        calls
+            .first()
+            .is_some_and(|c| c.starts_with("create --bundle "))
+            && calls[1..] == then[..],
+        "{what}: {calls:#?}"
+    );
+    calls
+}
+
+/// `assert_calls` of a container with a terminal: the `create` has a `--console-socket`.
+fn assert_console_calls(log: &Path, id: &str, then: &[&str], what: &str) {
+    let calls = assert_calls(log, id, then, what);
+    assert!(
+        calls[0].contains(" --console-socket "),
+        "{what}: {calls:#?}"
+    );
 }
 
 // ----------------------------------------------------------------------------------------
@@ -391,6 +284,25 @@ fn on_terminal(cmd: &mut Command, steps: &[Step]) -> (String, std::process::Exit
     (shown, status)
 }
 
+/// A shell session on a terminal (`on_terminal`): at the prompt, types `stty size; tty;
+/// ALSO echo typed-$((6*7))`, then `exit CODE`. Asserts that `what` returned CODE and that the
+/// container's terminal has the size of ours; returns what the terminal showed.
+fn shell_on_terminal(cmd: &mut Command, also: &str, code: i32, what: &str) -> String {
+    let typed = format!("stty size; tty; {also}echo typed-$((6*7))\n");
+    let exit = format!("exit {code}\n");
+    let (shown, status) = on_terminal(cmd, &[(PROMPT, &typed), ("typed-42", &exit)]);
+    assert_eq!(
+        status.code(),
+        Some(code),
+        "{what} returns the shell's exit code; the terminal showed:\n{shown}"
+    );
+    assert!(
+        shown.contains(&format!("{TTY_ROWS} {TTY_COLS}")),
+        "the container's terminal has the size of ours: {shown}"
+    );
+    shown
+}
+
 /// The namespaces an exec must share with the container's init.
 const NAMESPACES: [&str; 5] = ["pid", "uts", "ipc", "mnt", "net"];
 /// A shell command printing, inside the container, the same as `namespaces_of` on the host.
@@ -407,6 +319,22 @@ fn namespaces_of(pid: i64) -> Vec<String> {
                 .to_string()
         })
         .collect()
+}
+
+/// Asserts that an exec which ran `PRINT_NAMESPACES` and `cat /proc/self/cgroup` (its output
+/// `out`) shares the namespaces of the init `pid` and is in the container's cgroup `cg`.
+fn assert_joined(out: &str, pid: i64, cg: &str) {
+    let lines: Vec<&str> = out.lines().collect();
+    for ns in namespaces_of(pid) {
+        assert!(
+            lines.contains(&ns.as_str()),
+            "exec is not in {ns} of the init: {out}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.ends_with(&format!(":{cg}"))),
+        "exec is not in the container's cgroup {cg}: {out}"
+    );
 }
 
 /// pid 1 of the pause tests: appends a line to `/ticks` every 50 ms.
@@ -635,6 +563,11 @@ impl Podman {
             .to_owned()
     }
 
+    /// The pid of the init of container `id` (`podman inspect`).
+    fn pid(&self, id: &str) -> i64 {
+        self.inspect(id, "{{.State.Pid}}").parse().unwrap()
+    }
+
     /// The cgroup our runtime gives a podman container (cgroupfs manager).
     fn container_cgroup(&self, id: &str) -> String {
         format!("{}/libpod-{id}", self.cgroup_parent)
@@ -762,13 +695,9 @@ impl Podman {
         problems.extend(final_checks(
             &self.path,
             std::slice::from_ref(&self.cgroup_parent),
+            COMMAND_TIMEOUT,
         ));
-        if mounts_under(&self.path).is_empty() {
-            drop(self.dir.take());
-        } else if let Some(d) = self.dir.take() {
-            // Never recurse into a mount: keep the directory for a human to look at.
-            problems.push(format!("kept {} (mounts inside)", d.keep().display()));
-        }
+        problems.extend(remove_unless_mounted(self.dir.take(), &self.path));
         problems
     }
 }
@@ -804,42 +733,6 @@ fn cache_entries(cache: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// After cleanup: no cgroup, process or mount may remain. Processes still naming the test's
-/// directory are ours (started for this test): they are killed by pid, and reported.
-fn final_checks(dir: &Path, cgroups: &[String]) -> Vec<String> {
-    let mut problems = Vec::new();
-    let procs = wait_processes_gone(dir);
-    if !procs.is_empty() {
-        for (pid, _) in &procs {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        problems.push(format!("processes left after cleanup (killed): {procs:?}"));
-    }
-    if !cgroups.is_empty() {
-        let o = run(Command::new("bash")
-            .arg(support_script("cgroup-cleanup.sh"))
-            .arg("--kill")
-            .args(cgroups));
-        if !o.status.success() {
-            problems.push(format!("cgroup-cleanup.sh: {}", text(&o.stderr).trim()));
-        }
-    }
-    for cg in cgroups {
-        let left = cgroup_left(cg);
-        if !left.is_empty() {
-            problems.push(format!("cgroups left after cleanup: {left:?}"));
-        }
-    }
-    let mounts = mounts_under(dir);
-    if !mounts.is_empty() {
-        problems.push(format!("mounts left after cleanup: {mounts:?}"));
-    }
-    problems
-}
-
 #[test]
 fn podman_run_rm_echo_hi() {
     let mut p = Podman::new();
@@ -868,13 +761,11 @@ fn podman_passes_exit_codes_and_runtime_errors_through() {
     );
     assert_eq!(text(&o.stdout), "out\n");
     let id = p.ids[0].clone();
-    let calls = logged_calls(&p.argv_log, &id);
-    assert!(
-        calls.len() == 3
-            && calls[0].starts_with("create --bundle ")
-            && calls[1] == format!("start {id}")
-            && calls[2] == format!("delete --force {id}"),
-        "podman's calls: {calls:#?}"
+    assert_calls(
+        &p.argv_log,
+        &id,
+        &["start {id}", "delete --force {id}"],
+        "podman's calls",
     );
     // podman passes --log-format=json only to a runtime named in runtime_supports_json.
     let log = fs::read_to_string(&p.argv_log).unwrap();
@@ -906,21 +797,17 @@ fn podman_stop_and_rm_force_of_detached_containers() {
         "trap 'exit 42' TERM; touch /ready; while true; do sleep 0.1; done",
     ]);
     assert_eq!(p.inspect(&id, "{{.State.Status}}"), "running");
-    let pid: i64 = p.inspect(&id, "{{.State.Pid}}").parse().unwrap();
+    let pid = p.pid(&id);
     assert!(pid > 0);
     assert_in_cgroup(pid, &p.container_cgroup(&id));
     wait_for_file(&Path::new(&format!("/proc/{pid}/root")).join("ready"));
     p.podman_ok(&p.logger, &["stop", "-t", "20", &id]);
     assert_eq!(p.inspect(&id, "{{.State.ExitCode}}"), "42");
-    let calls = logged_calls(&p.argv_log, &id);
-    assert_eq!(
-        calls.get(1..).unwrap_or_default(),
-        [
-            format!("start {id}"),
-            format!("kill {id} 15"),
-            format!("delete --force {id}"),
-        ],
-        "podman's calls: {calls:#?}"
+    assert_calls(
+        &p.argv_log,
+        &id,
+        &["start {id}", "kill {id} 15", "delete --force {id}"],
+        "podman's calls",
     );
     assert!(process_gone(pid));
     assert!(cgroup_left(&p.container_cgroup(&id)).is_empty());
@@ -928,36 +815,32 @@ fn podman_stop_and_rm_force_of_detached_containers() {
 
     // A pid 1 without a SIGTERM handler ignores it: stop sends 15, then 9 after the timeout.
     let id = p.run_detached(&["sleep", "1000"]);
-    let pid: i64 = p.inspect(&id, "{{.State.Pid}}").parse().unwrap();
+    let pid = p.pid(&id);
     p.podman_ok(&p.logger, &["stop", "-t", "1", &id]);
     assert_eq!(p.inspect(&id, "{{.State.ExitCode}}"), "137");
-    let calls = logged_calls(&p.argv_log, &id);
-    assert_eq!(
-        calls.get(1..).unwrap_or_default(),
-        [
-            format!("start {id}"),
-            format!("kill {id} 15"),
-            format!("kill {id} 9"),
-            format!("delete --force {id}"),
+    assert_calls(
+        &p.argv_log,
+        &id,
+        &[
+            "start {id}",
+            "kill {id} 15",
+            "kill {id} 9",
+            "delete --force {id}",
         ],
-        "podman's calls: {calls:#?}"
+        "podman's calls",
     );
     assert!(process_gone(pid));
     p.podman_ok(&p.logger, &["rm", &id]);
 
     // rm -f of a running container.
     let id = p.run_detached(&["sleep", "1000"]);
-    let pid: i64 = p.inspect(&id, "{{.State.Pid}}").parse().unwrap();
+    let pid = p.pid(&id);
     p.podman_ok(&p.logger, &["rm", "-f", "-t", "0", &id]);
-    let calls = logged_calls(&p.argv_log, &id);
-    assert_eq!(
-        calls.get(1..).unwrap_or_default(),
-        [
-            format!("start {id}"),
-            format!("kill {id} 9"),
-            format!("delete --force {id}"),
-        ],
-        "podman's calls: {calls:#?}"
+    assert_calls(
+        &p.argv_log,
+        &id,
+        &["start {id}", "kill {id} 9", "delete --force {id}"],
+        "podman's calls",
     );
     assert!(process_gone(pid));
     let o = p.podman(&p.logger, &["inspect", &id]);
@@ -970,39 +853,22 @@ fn podman_run_it_answers_typed_input() {
     let parent = format!("--cgroup-parent={}", p.cgroup_parent);
     let cidfile = p.path.join("cid-it");
     let cidarg = format!("--cidfile={}", cidfile.display());
-    let (shown, status) = on_terminal(
-        &mut p.command(
-            &p.logger,
-            &["run", "-it", "--rm", &parent, &cidarg, IMAGE, "sh"],
-        ),
-        &[
-            (PROMPT, "stty size; tty; echo typed-$((6*7))\n"),
-            ("typed-42", "exit 5\n"),
-        ],
+    let command = &mut p.command(
+        &p.logger,
+        &["run", "-it", "--rm", &parent, &cidarg, IMAGE, "sh"],
     );
+    let shown = shell_on_terminal(command, "", 5, "podman run -it");
     if let Ok(id) = fs::read_to_string(&cidfile) {
         p.ids.push(id.trim().to_owned());
     }
-    assert_eq!(
-        status.code(),
-        Some(5),
-        "podman run -it returns the shell's exit code; the terminal showed:\n{shown}"
-    );
-    assert!(
-        shown.contains(&format!("{TTY_ROWS} {TTY_COLS}")),
-        "the container's terminal has the size of ours: {shown}"
-    );
     assert!(shown.contains("/dev/pts/0"), "{shown}");
     assert_eq!(p.ids.len(), 1, "podman wrote no --cidfile");
     let id = p.ids[0].clone();
-    let calls = logged_calls(&p.argv_log, &id);
-    assert!(
-        calls.len() == 3
-            && calls[0].starts_with("create --bundle ")
-            && calls[0].contains(" --console-socket ")
-            && calls[1] == format!("start {id}")
-            && calls[2] == format!("delete --force {id}"),
-        "podman's calls: {calls:#?}"
+    assert_console_calls(
+        &p.argv_log,
+        &id,
+        &["start {id}", "delete --force {id}"],
+        "podman's calls",
     );
 }
 
@@ -1010,7 +876,7 @@ fn podman_run_it_answers_typed_input() {
 fn podman_exec_joins_the_container() {
     let mut p = Podman::new();
     let id = p.run_detached_with(&["--hostname", "exec-box"], &["sleep", "1000"]);
-    let pid: i64 = p.inspect(&id, "{{.State.Pid}}").parse().unwrap();
+    let pid = p.pid(&id);
     let cg = p.container_cgroup(&id);
 
     // Without a terminal: stdout and stderr apart, the exit code passes through.
@@ -1037,16 +903,7 @@ fn podman_exec_joins_the_container() {
         Some(&"sleep"),
         "pid 1 is the container's init: {out}"
     );
-    for ns in namespaces_of(pid) {
-        assert!(
-            lines.contains(&ns.as_str()),
-            "exec is not in {ns} of the init: {out}"
-        );
-    }
-    assert!(
-        lines.iter().any(|l| l.ends_with(&format!(":{cg}"))),
-        "exec is not in the container's cgroup {cg}: {out}"
-    );
+    assert_joined(&out, pid, &cg);
     assert!(text(&o.stderr).contains("to-stderr"), "{}", text(&o.stderr));
 
     // --user, --workdir and --env reach the process (podman writes them to --process).
@@ -1087,22 +944,10 @@ fn podman_exec_joins_the_container() {
     assert!(err.contains("permission denied"), "{err}");
 
     // With a terminal.
-    let (shown, status) = on_terminal(
-        &mut p.command(&p.logger, &["exec", "-it", &id, "sh"]),
-        &[
-            (PROMPT, "stty size; tty; hostname; echo typed-$((6*7))\n"),
-            ("typed-42", "exit 6\n"),
-        ],
-    );
-    assert_eq!(
-        status.code(),
-        Some(6),
-        "podman exec -it returns the shell's exit code; the terminal showed:\n{shown}"
-    );
+    let command = &mut p.command(&p.logger, &["exec", "-it", &id, "sh"]);
+    let shown = shell_on_terminal(command, "hostname; ", 6, "podman exec -it");
     assert!(
-        shown.contains(&format!("{TTY_ROWS} {TTY_COLS}"))
-            && shown.contains("/dev/pts/")
-            && shown.contains("exec-box"),
+        shown.contains("/dev/pts/") && shown.contains("exec-box"),
         "{shown}"
     );
 
@@ -1126,7 +971,7 @@ fn podman_exec_joins_the_container() {
 fn podman_pause_and_unpause() {
     let mut p = Podman::new();
     let id = p.run_detached(&["sh", "-c", TICKER]);
-    let pid: i64 = p.inspect(&id, "{{.State.Pid}}").parse().unwrap();
+    let pid = p.pid(&id);
     let cg = p.container_cgroup(&id);
     wait_ticks_above(pid, 0);
 
@@ -1144,19 +989,19 @@ fn podman_pause_and_unpause() {
     p.podman_ok(&p.logger, &["pause", &id]);
     p.podman_ok(&p.logger, &["rm", "-f", "-t", "0", &id]);
     assert!(process_gone(pid));
-    let calls = logged_calls(&p.argv_log, &id);
-    assert_eq!(
-        calls.get(1..).unwrap_or_default(),
-        [
-            format!("start {id}"),
-            format!("pause {id}"),
-            format!("resume {id}"),
-            format!("pause {id}"),
-            format!("resume {id}"),
-            format!("kill {id} 9"),
-            format!("delete --force {id}"),
+    assert_calls(
+        &p.argv_log,
+        &id,
+        &[
+            "start {id}",
+            "pause {id}",
+            "resume {id}",
+            "pause {id}",
+            "resume {id}",
+            "kill {id} 9",
+            "delete --force {id}",
         ],
-        "podman's calls: {calls:#?}"
+        "podman's calls",
     );
 }
 
@@ -1187,13 +1032,11 @@ fn run_wasm_hello(p: &mut Podman, runtime: &Path, image: &str, options: &[&str])
         "the guest's stderr, apart from its stdout"
     );
     let id = p.ids.last().cloned().expect("podman wrote no --cidfile");
-    let calls = logged_calls(&p.argv_log, &id);
-    assert!(
-        calls.len() == 3
-            && calls[0].starts_with("create --bundle ")
-            && calls[1] == format!("start {id}")
-            && calls[2] == format!("delete --force {id}"),
-        "podman's calls: {calls:#?}"
+    assert_calls(
+        &p.argv_log,
+        &id,
+        &["start {id}", "delete --force {id}"],
+        "podman's calls",
     );
     id
 }
@@ -1274,13 +1117,7 @@ fn podman_wasm_handler_on_a_native_image_fails_clearly() {
     // The create failed (podman read our error from --log) and was cleaned up; nothing was
     // compiled.
     let id = p.ids.last().cloned().expect("podman wrote no --cidfile");
-    let calls = logged_calls(&p.argv_log, &id);
-    assert!(
-        calls.len() == 2
-            && calls[0].starts_with("create --bundle ")
-            && calls[1] == format!("delete --force {id}"),
-        "podman's calls: {calls:#?}"
-    );
+    assert_calls(&p.argv_log, &id, &["delete --force {id}"], "podman's calls");
     assert!(cache_entries(&cache).is_empty(), "{}", cache.display());
 }
 
@@ -1292,7 +1129,7 @@ fn podman_stops_a_detached_wasm_container() {
     // sleep.wasm prints "sleeping 1000", then waits in a WASI host call.
     let id = p.run_detached_image(&runtime, &[], &image, &[]);
     assert_eq!(p.inspect(&id, "{{.State.Status}}"), "running");
-    let pid: i64 = p.inspect(&id, "{{.State.Pid}}").parse().unwrap();
+    let pid = p.pid(&id);
     assert!(pid > 0);
     assert_in_cgroup(pid, &p.container_cgroup(&id));
     let t = Instant::now();
@@ -1311,25 +1148,24 @@ fn podman_stops_a_detached_wasm_container() {
     // SIGTERM ends the guest with 128+15; 137 if podman had to follow up with SIGKILL.
     let code = p.inspect(&id, "{{.State.ExitCode}}");
     eprintln!("podman stop -t 1 of the sleeping guest: exit code {code}");
-    let calls = logged_calls(&p.argv_log, &id);
-    let expected: Vec<String> = match code.as_str() {
-        "143" => vec![
-            format!("start {id}"),
-            format!("kill {id} 15"),
-            format!("delete --force {id}"),
+    let expected: &[&str] = match code.as_str() {
+        "143" => &["start {id}", "kill {id} 15", "delete --force {id}"],
+        "137" => &[
+            "start {id}",
+            "kill {id} 15",
+            "kill {id} 9",
+            "delete --force {id}",
         ],
-        "137" => vec![
-            format!("start {id}"),
-            format!("kill {id} 15"),
-            format!("kill {id} 9"),
-            format!("delete --force {id}"),
-        ],
-        other => panic!("podman stop -t 1: exit code {other}, not 143 or 137; calls: {calls:#?}"),
+        other => panic!(
+            "podman stop -t 1: exit code {other}, not 143 or 137; calls: {:#?}",
+            logged_calls(&p.argv_log, &id)
+        ),
     };
-    assert_eq!(
-        calls.get(1..).unwrap_or_default(),
+    assert_calls(
+        &p.argv_log,
+        &id,
         expected,
-        "podman's calls (exit code {code}): {calls:#?}"
+        &format!("podman's calls (exit code {code})"),
     );
     assert!(process_gone(pid), "the guest {pid} survived podman stop");
     assert!(cgroup_left(&p.container_cgroup(&id)).is_empty());
@@ -1340,187 +1176,80 @@ fn podman_stops_a_detached_wasm_container() {
 // containerd + containerd-shim-runc-v2
 // ----------------------------------------------------------------------------------------
 
-/// A private containerd (tests/support/containerd.sh) with the busybox image imported, an
-/// argv-logging `pouch-runtime` wrapper and a private runtime root. Dropping it checks and
-/// cleans up.
+/// `--runc-root` of the containerd tests, in the test's directory: our runtime's state is
+/// under `<runc_root>/<namespace>/<id>`.
+const RUNC_ROOT: &str = "runc";
+
+/// A private containerd (`common::containerd`) whose runc shim runs our runtime, with the
+/// busybox image imported, an argv-logging `pouch-runtime` wrapper and a private runtime root.
+/// Dropping it checks and cleans up.
 struct Containerd {
-    dir: Option<tempfile::TempDir>,
-    path: PathBuf,
-    address: String,
-    /// `--runc-root`: our runtime's state is under `<runc_root>/<namespace>/<id>`.
+    ctr: containerd::Containerd,
+    /// `--runc-root`.
     runc_root: PathBuf,
     logger: PathBuf,
     argv_log: PathBuf,
-    /// Every container's cgroup, `/pouch-test/ctr-<pid>-<n>`.
-    cgroups: Vec<String>,
+}
+
+impl std::ops::Deref for Containerd {
+    type Target = containerd::Containerd;
+    fn deref(&self) -> &containerd::Containerd {
+        &self.ctr
+    }
+}
+
+impl std::ops::DerefMut for Containerd {
+    fn deref_mut(&mut self) -> &mut containerd::Containerd {
+        &mut self.ctr
+    }
 }
 
 impl Containerd {
     fn new() -> Containerd {
         require_tools(&["containerd", "ctr", "containerd-shim-runc-v2", "bash"]);
-        // Short (unix socket paths are limited to 107 bytes), so /tmp whatever TMPDIR says.
-        let (dir, path) = temp_dir(Path::new("/tmp"), "pouch-cd.");
-        let mut c = Containerd {
-            dir: Some(dir),
-            path: path.clone(),
-            address: String::new(),
-            runc_root: path.join("runc"),
-            logger: PathBuf::new(),
-            argv_log: PathBuf::new(),
-            cgroups: Vec::new(),
-        };
+        let ctr = containerd::Containerd::start(Options {
+            dir_prefix: "pouch-cd.",
+            namespace: CTR_NAMESPACE.to_owned(),
+            id_prefix: "ctr",
+            runtime_state: Path::new(RUNC_ROOT).join(CTR_NAMESPACE),
+            shim_dir: None,
+            wasm_cache: false,
+            command_timeout: COMMAND_TIMEOUT,
+        });
         // The image, as an oci-archive saved by a private podman (cleaned up right away).
-        let archive = path.join("busybox-oci.tar");
+        let archive = ctr.path.join("busybox-oci.tar");
         drop(Podman::with_archive(Some(&archive)));
-        c.address = ok(Command::new("bash")
-            .arg(support_script("containerd.sh"))
-            .arg("start")
-            .arg(&path))
-        .trim()
-        .to_owned();
-        assert!(
-            c.address.ends_with(".sock"),
-            "containerd.sh printed {:?}",
-            c.address
-        );
-        c.ctr_ok(&["images", "import", archive.to_str().unwrap()]);
-        (c.logger, c.argv_log) = argv_logger(&path.join("bin"));
-        c
+        ctr.ctr_ok(&["images", "import", archive.to_str().unwrap()]);
+        let (logger, argv_log) = argv_logger(&ctr.path.join("bin"));
+        Containerd {
+            runc_root: ctr.path.join(RUNC_ROOT),
+            ctr,
+            logger,
+            argv_log,
+        }
     }
 
-    /// The command `ctr --address <ours> --namespace pouch-test ARGS...`.
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ctr");
-        c.arg("--address")
-            .arg(&self.address)
-            .arg("--namespace")
-            .arg(CTR_NAMESPACE)
-            .args(args);
-        c
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        run(&mut self.command(args))
-    }
-
-    fn ctr_ok(&self, args: &[&str]) -> String {
-        let o = self.ctr(args);
-        assert!(
-            o.status.success(),
-            "ctr {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            o.status,
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-
-    /// A fresh container id and its cgroup.
-    fn new_container(&mut self) -> (String, String) {
-        let id = unique("ctr");
-        let cg = format!("{CGROUP_TEST_ROOT}/{id}");
-        self.cgroups.push(cg.clone());
-        (id, cg)
-    }
-
-    /// `ctr run [--rm|-d] --runc-binary RUNTIME --runc-root <ours> --cgroup CG IMAGE ID ARGS...`
-    fn run(&self, mode: &str, runtime: &Path, id: &str, cgroup: &str, args: &[&str]) -> Output {
-        let mut argv = vec![
-            "run",
-            mode,
+    /// `--runc-binary RUNTIME --runc-root <ours>`: what makes the runc shim run RUNTIME.
+    fn runc<'a>(&'a self, runtime: &'a Path) -> [&'a str; 4] {
+        [
             "--runc-binary",
             runtime.to_str().unwrap(),
             "--runc-root",
             self.runc_root.to_str().unwrap(),
-            "--cgroup",
-            cgroup,
-            IMAGE,
-            id,
-        ];
-        argv.extend_from_slice(args);
-        self.ctr(&argv)
+        ]
     }
 
-    /// The pid and status `ctr task ls` shows for `id` (the shim's view; no runtime call).
-    fn task(&self, id: &str) -> Option<(i64, String)> {
-        let out = self.ctr_ok(&["task", "ls"]);
-        out.lines().skip(1).find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.first() == Some(&id)).then(|| (f[1].parse().unwrap(), f[2].to_owned()))
-        })
+    /// `ctr run [--rm|-d] --runc-binary RUNTIME --runc-root <ours> --cgroup CG IMAGE ID ARGS...`
+    fn run(&self, mode: &str, runtime: &Path, id: &str, cgroup: &str, args: &[&str]) -> Output {
+        let mut options = vec![mode];
+        options.extend(self.runc(runtime));
+        self.ctr_run(&options, IMAGE, id, cgroup, args)
     }
 
-    fn wait_task_status(&self, id: &str, want: &str) {
-        let t = Instant::now();
-        loop {
-            let task = self.task(id);
-            if task.as_ref().is_some_and(|(_, s)| s == want) {
-                return;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "task {id} is not {want} after 10 s: {task:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Our runtime's state directories under --runc-root.
-    fn runtime_state_left(&self) -> Vec<PathBuf> {
-        fs::read_dir(self.runc_root.join(CTR_NAMESPACE))
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default()
-    }
-
-    fn check_and_clean(&mut self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if !std::thread::panicking() && !self.address.is_empty() {
-            for what in ["containers", "tasks"] {
-                let o = self.ctr(&[what, "ls", "-q"]);
-                let left = text(&o.stdout);
-                if !o.status.success() || !left.trim().is_empty() {
-                    problems.push(format!(
-                        "ctr {what} ls: {left:?} {}",
-                        text(&o.stderr).trim()
-                    ));
-                }
-            }
-            let state = self.runtime_state_left();
-            if !state.is_empty() {
-                problems.push(format!("runtime state left: {state:?}"));
-            }
-            for cg in &self.cgroups {
-                let left = cgroup_left(cg);
-                if !left.is_empty() {
-                    problems.push(format!("container cgroup left: {left:?}"));
-                }
-            }
-            let mounts = mounts_under(&self.path);
-            if !mounts.is_empty() {
-                problems.push(format!("mounts left: {mounts:?}"));
-            }
-        }
-        // Drains tasks and containers, ends containerd by pid and its shims, unmounts.
-        let o = run(Command::new("bash")
-            .arg(support_script("containerd.sh"))
-            .arg("stop")
-            .arg(&self.path));
-        if !o.status.success() {
-            problems.push(format!("containerd.sh stop: {}", text(&o.stderr).trim()));
-        }
-        problems.extend(final_checks(&self.path, &self.cgroups));
-        if mounts_under(&self.path).is_empty() {
-            drop(self.dir.take());
-        } else if let Some(d) = self.dir.take() {
-            problems.push(format!("kept {} (mounts inside)", d.keep().display()));
-        }
-        problems
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        report_cleanup("containerd", self.check_and_clean());
+    /// `ctr run -d` through the argv logger, which must succeed; waits until the task runs and
+    /// returns the pid of its init.
+    fn run_detached(&self, id: &str, cgroup: &str, args: &[&str]) -> i64 {
+        self.run_task(&self.runc(&self.logger), IMAGE, id, cgroup, args)
     }
 }
 
@@ -1557,14 +1286,11 @@ fn containerd_passes_exit_codes_and_runtime_errors_through() {
         text(&o.stderr)
     );
     assert_eq!(text(&o.stdout), "out\n");
-    let calls = logged_calls(&c.argv_log, &id);
-    assert!(
-        calls.len() == 4
-            && calls[0].starts_with("create --bundle ")
-            && calls[1] == format!("start {id}")
-            && calls[2] == format!("delete {id}")
-            && calls[3] == format!("delete --force {id}"),
-        "the shim's calls: {calls:#?}"
+    assert_calls(
+        &c.argv_log,
+        &id,
+        &["start {id}", "delete {id}", "delete --force {id}"],
+        "the shim's calls",
     );
 
     // A failing create: the shim reads our error from --log (json) and ctr shows it.
@@ -1589,41 +1315,27 @@ fn containerd_task_kill_and_delete() {
 
     // SIGKILL to a running task.
     let (id, cg) = c.new_container();
-    let o = c.run("-d", &c.logger, &id, &cg, &["sleep", "1000"]);
-    assert!(o.status.success(), "ctr run -d: {}", text(&o.stderr));
-    c.wait_task_status(&id, "RUNNING");
-    let (pid, _) = c.task(&id).unwrap();
+    let pid = c.run_detached(&id, &cg, &["sleep", "1000"]);
     assert_in_cgroup(pid, &cg);
-    c.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    c.wait_task_status(&id, "STOPPED");
+    c.kill_task(&id, Some("KILL"));
     assert!(process_gone(pid));
-    let o = c.ctr(&["task", "delete", &id]);
-    assert!(o.status.success(), "ctr task delete: {}", text(&o.stderr));
-    // ctr 1.6 reports a non-zero exit status of the deleted task as a warning.
-    assert!(
-        text(&o.stderr).contains("exit code 137"),
-        "128 + SIGKILL: {}",
-        text(&o.stderr)
-    );
-    c.ctr_ok(&["containers", "rm", &id]);
-    let calls = logged_calls(&c.argv_log, &id);
-    assert_eq!(
-        calls.get(1..).unwrap_or_default(),
-        [
-            format!("start {id}"),
-            format!("kill {id} 9"),
-            format!("delete {id}"),
-            format!("delete --force {id}"),
+    c.delete_task(&id, 137); // 128 + SIGKILL
+    assert_calls(
+        &c.argv_log,
+        &id,
+        &[
+            "start {id}",
+            "kill {id} 9",
+            "delete {id}",
+            "delete --force {id}",
         ],
-        "the shim's calls: {calls:#?}"
+        "the shim's calls",
     );
     assert!(cgroup_left(&cg).is_empty(), "cgroup {cg} left");
 
     // The default signal (SIGTERM) reaches a pid 1 that handles it.
     let (id, cg) = c.new_container();
-    let o = c.run(
-        "-d",
-        &c.logger,
+    let pid = c.run_detached(
         &id,
         &cg,
         &[
@@ -1632,27 +1344,16 @@ fn containerd_task_kill_and_delete() {
             "trap 'exit 42' TERM; touch /ready; while true; do sleep 0.1; done",
         ],
     );
-    assert!(o.status.success(), "ctr run -d: {}", text(&o.stderr));
-    c.wait_task_status(&id, "RUNNING");
-    let (pid, _) = c.task(&id).unwrap();
     wait_for_file(&Path::new(&format!("/proc/{pid}/root")).join("ready"));
-    c.ctr_ok(&["task", "kill", &id]);
-    c.wait_task_status(&id, "STOPPED");
-    let o = c.ctr(&["task", "delete", &id]);
-    assert!(o.status.success(), "ctr task delete: {}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("exit code 42"),
-        "{}",
-        text(&o.stderr)
-    );
-    c.ctr_ok(&["containers", "rm", &id]);
+    c.kill_task(&id, None);
+    c.delete_task(&id, 42);
 }
 
 #[test]
 fn containerd_run_t_answers_typed_input() {
     let mut c = Containerd::new();
     let (id, cg) = c.new_container();
-    let (shown, status) = on_terminal(
+    let shown = shell_on_terminal(
         &mut c.command(&[
             "run",
             "-t",
@@ -1667,30 +1368,16 @@ fn containerd_run_t_answers_typed_input() {
             &id,
             "sh",
         ]),
-        &[
-            (PROMPT, "stty size; tty; echo typed-$((6*7))\n"),
-            ("typed-42", "exit 5\n"),
-        ],
-    );
-    assert_eq!(
-        status.code(),
-        Some(5),
-        "ctr run -t returns the shell's exit code; the terminal showed:\n{shown}"
-    );
-    assert!(
-        shown.contains(&format!("{TTY_ROWS} {TTY_COLS}")),
-        "the container's terminal has the size of ours: {shown}"
+        "",
+        5,
+        "ctr run -t",
     );
     assert!(shown.contains("/dev/pts/0"), "{shown}");
-    let calls = logged_calls(&c.argv_log, &id);
-    assert!(
-        calls.len() == 4
-            && calls[0].starts_with("create --bundle ")
-            && calls[0].contains(" --console-socket ")
-            && calls[1] == format!("start {id}")
-            && calls[2] == format!("delete {id}")
-            && calls[3] == format!("delete --force {id}"),
-        "the shim's calls: {calls:#?}"
+    assert_console_calls(
+        &c.argv_log,
+        &id,
+        &["start {id}", "delete {id}", "delete --force {id}"],
+        "the shim's calls",
     );
 }
 
@@ -1698,10 +1385,7 @@ fn containerd_run_t_answers_typed_input() {
 fn containerd_task_exec_joins_the_container() {
     let mut c = Containerd::new();
     let (id, cg) = c.new_container();
-    let o = c.run("-d", &c.logger, &id, &cg, &["sleep", "1000"]);
-    assert!(o.status.success(), "ctr run -d: {}", text(&o.stderr));
-    c.wait_task_status(&id, "RUNNING");
-    let (pid, _) = c.task(&id).unwrap();
+    let pid = c.run_detached(&id, &cg, &["sleep", "1000"]);
 
     // Without a terminal: stdout and stderr apart, the exit code passes through; --user and
     // --cwd reach the process.
@@ -1736,16 +1420,7 @@ fn containerd_task_exec_joins_the_container() {
         Some(&"sleep"),
         "pid 1 is the container's init: {out}"
     );
-    for ns in namespaces_of(pid) {
-        assert!(
-            lines.contains(&ns.as_str()),
-            "exec is not in {ns} of the init: {out}"
-        );
-    }
-    assert!(
-        lines.iter().any(|l| l.ends_with(&format!(":{cg}"))),
-        "exec is not in the container's cgroup {cg}: {out}"
-    );
+    assert_joined(&out, pid, &cg);
     assert!(
         lines.ends_with(&["1000", "/tmp"]),
         "--user 1000 --cwd /tmp: {out}"
@@ -1766,22 +1441,9 @@ fn containerd_task_exec_joins_the_container() {
     assert_eq!(c.task(&id), Some((pid, "RUNNING".to_owned())));
 
     // With a terminal.
-    let (shown, status) = on_terminal(
-        &mut c.command(&["task", "exec", "-t", "--exec-id", "e2", &id, "sh"]),
-        &[
-            (PROMPT, "stty size; tty; echo typed-$((6*7))\n"),
-            ("typed-42", "exit 6\n"),
-        ],
-    );
-    assert_eq!(
-        status.code(),
-        Some(6),
-        "ctr task exec -t returns the shell's exit code; the terminal showed:\n{shown}"
-    );
-    assert!(
-        shown.contains(&format!("{TTY_ROWS} {TTY_COLS}")) && shown.contains("/dev/pts/"),
-        "{shown}"
-    );
+    let command = &mut c.command(&["task", "exec", "-t", "--exec-id", "e2", &id, "sh"]);
+    let shown = shell_on_terminal(command, "", 6, "ctr task exec -t");
+    assert!(shown.contains("/dev/pts/"), "{shown}");
 
     // A detached exec; `ctr task ps` (our `ps --format json`) lists it with the init. A
     // detached ctr never removes its stdio fifos (default /run/containerd/fifo, whatever the
@@ -1820,13 +1482,11 @@ fn containerd_task_exec_joins_the_container() {
         assert_in_cgroup(*p, &cg);
     }
 
-    c.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    c.wait_task_status(&id, "STOPPED");
+    c.kill_task(&id, Some("KILL"));
     for p in &listed {
         assert!(process_gone(*p), "pid {p} survived its container");
     }
-    c.ctr_ok(&["task", "delete", &id]);
-    c.ctr_ok(&["containers", "rm", &id]);
+    c.delete_task(&id, 137);
     let calls = logged_calls(&c.argv_log, &id);
     let execs: Vec<&String> = calls.iter().filter(|c| c.starts_with("exec ")).collect();
     // e1, e0 (failed), e2 (-t), e3 (-d).
@@ -1848,10 +1508,7 @@ fn containerd_task_exec_joins_the_container() {
 fn containerd_task_pause_resume_and_metrics() {
     let mut c = Containerd::new();
     let (id, cg) = c.new_container();
-    let o = c.run("-d", &c.logger, &id, &cg, &["sh", "-c", TICKER]);
-    assert!(o.status.success(), "ctr run -d: {}", text(&o.stderr));
-    c.wait_task_status(&id, "RUNNING");
-    let (pid, _) = c.task(&id).unwrap();
+    let pid = c.run_detached(&id, &cg, &["sh", "-c", TICKER]);
     wait_ticks_above(pid, 0);
 
     c.ctr_ok(&["task", "pause", &id]);
@@ -1882,41 +1539,20 @@ fn containerd_task_pause_resume_and_metrics() {
         assert!(value.is_some_and(|v| v > 0), "{metric} in: {table}");
     }
 
-    c.ctr_ok(&["task", "kill", "-s", "KILL", &id]);
-    c.wait_task_status(&id, "STOPPED");
+    c.kill_task(&id, Some("KILL"));
     assert!(process_gone(pid));
-    c.ctr_ok(&["task", "delete", &id]);
-    c.ctr_ok(&["containers", "rm", &id]);
-    let calls = logged_calls(&c.argv_log, &id);
-    assert_eq!(
-        calls.get(1..).unwrap_or_default(),
-        [
-            format!("start {id}"),
-            format!("pause {id}"),
-            format!("resume {id}"),
-            format!("kill {id} 9"),
-            format!("delete {id}"),
-            format!("delete --force {id}"),
+    c.delete_task(&id, 137);
+    assert_calls(
+        &c.argv_log,
+        &id,
+        &[
+            "start {id}",
+            "pause {id}",
+            "resume {id}",
+            "kill {id} 9",
+            "delete {id}",
+            "delete --force {id}",
         ],
-        "the shim's calls: {calls:#?}"
+        "the shim's calls",
     );
-}
-
-/// After a test: what its guard found left behind fails the test, or, when the test failed
-/// already, is printed next to that failure.
-fn report_cleanup(kind: &str, problems: Vec<String>) {
-    if std::thread::panicking() {
-        if !problems.is_empty() {
-            eprintln!(
-                "{kind} cleanup after the failure:\n  {}",
-                problems.join("\n  ")
-            );
-        }
-    } else {
-        assert!(
-            problems.is_empty(),
-            "{kind} test left things behind:\n  {}",
-            problems.join("\n  ")
-        );
-    }
 }

@@ -15,11 +15,11 @@
 //! wasm image (`wasm-examples/bin/sleep.wasm` as the entrypoint) is built here with that
 //! script's functions, for the tests that need it.
 //!
-//! Every test has its own containerd, namespace (hence its own runtime root
-//! `/run/containerd/pouch/<namespace>`), wasm compile cache and cgroups under `/pouch-test/`.
-//! When the test body is done a guard checks that nothing is left: no task or container, no
-//! shim process, no mount, no cgroup, no runtime state; then `containerd.sh stop` cleans up
-//! (also after a failure) and the guard checks again.
+//! Every test has its own containerd (`common::containerd`), namespace (hence its own runtime
+//! root `/run/containerd/pouch/<namespace>`), wasm compile cache and cgroups under
+//! `/pouch-test/`. When the test body is done a guard checks that nothing is left: no task or
+//! container, no shim process, no mount, no cgroup, no runtime state; then `containerd.sh stop`
+//! cleans up (also after a failure) and the guard checks again.
 //!
 //! Needs root, containerd, ctr and skopeo (`scripts/install-deps.sh`); a missing tool fails.
 
@@ -32,6 +32,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::containerd::{require_tools, text, Containerd, Options};
 use common::*;
 
 const RUNTIME: &str = "io.containerd.pouch.v2";
@@ -40,10 +41,6 @@ const WASM: &str = "localhost/pouch-wasm:latest";
 /// A wasm image whose module sleeps (wasm-examples/bin/sleep.wasm, 1000 s without arguments).
 const WASM_SLEEP: &str = "localhost/pouch-wasm-sleep:latest";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// The directory holding `pouch-runtime` and, once built, the shim.
 fn bin_dir() -> &'static Path {
@@ -187,285 +184,46 @@ fn sleep_archive() -> &'static Path {
 /// Runs `cmd` (stdin /dev/null, output through files), failing the test after
 /// COMMAND_TIMEOUT (killing the child we started, by pid).
 fn run(cmd: &mut Command) -> Output {
-    let out = tempfile::tempfile().unwrap();
-    let err = tempfile::tempfile().unwrap();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(err.try_clone().unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > COMMAND_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {COMMAND_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let read = |mut f: fs::File| {
-        use std::io::{Read, Seek};
-        let mut v = Vec::new();
-        f.seek(std::io::SeekFrom::Start(0)).unwrap();
-        f.read_to_end(&mut v).unwrap();
-        v
-    };
-    Output {
-        status,
-        stdout: read(out),
-        stderr: read(err),
-    }
-}
-
-/// Processes other than this one whose command line names `needle`.
-fn processes_naming(needle: &str) -> Vec<String> {
-    let me = std::process::id().to_string();
-    fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.chars().all(|c| c.is_ascii_digit()) && n != me
-        })
-        .filter_map(|e| {
-            let cmdline = text(&fs::read(e.path().join("cmdline")).ok()?).replace('\0', " ");
-            cmdline
-                .contains(needle)
-                .then(|| format!("{}: {cmdline}", e.file_name().to_string_lossy()))
-        })
-        .collect()
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = format!("{}/", dir.display());
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|mp| mp.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// A private containerd whose PATH holds our shim, with both images imported.
-struct Containerd {
-    dir: Option<tempfile::TempDir>,
-    path: PathBuf,
-    address: String,
-    namespace: String,
-    cgroups: Vec<String>,
+    common::containerd::run(cmd, COMMAND_TIMEOUT)
 }
 
 impl Containerd {
+    /// A private containerd whose PATH holds our shim, with both images imported; its own
+    /// namespace, hence its own runtime root, and its own wasm compile cache.
     fn new() -> Containerd {
-        for tool in ["containerd", "ctr", "skopeo"] {
-            assert!(
-                run(Command::new("sh").args(["-c", &format!("command -v {tool}")]))
-                    .status
-                    .success(),
-                "{tool} not found: install it with scripts/install-deps.sh"
-            );
-        }
-        assert!(nix::unistd::geteuid().is_root(), "the shim tests need root");
+        require_tools(&["containerd", "ctr", "skopeo", "bash"]);
         let shims = shim_dir();
         let (busybox, wasm) = archives();
-        // Short: unix socket paths are limited to 107 bytes.
-        let dir = tempfile::Builder::new()
-            .prefix("pouch-sh.")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let path = dir.path().canonicalize().unwrap();
-        let mut c = Containerd {
-            dir: Some(dir),
-            path: path.clone(),
-            address: String::new(),
-            namespace: unique("pouch-shim"),
-            cgroups: Vec::new(),
-        };
-        let search = format!(
-            "{}:{}",
-            shims.display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let o = run(Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/containerd.sh"))
-            .arg("start")
-            .arg(&path)
-            .env("PATH", search)
-            .env("POUCH_WASM_CACHE", path.join("wasm-cache")));
-        assert!(
-            o.status.success(),
-            "containerd.sh start: {}",
-            text(&o.stderr)
-        );
-        c.address = text(&o.stdout).trim().to_owned();
-        c.ok(&["images", "import", busybox.to_str().unwrap()]);
-        c.ok(&["images", "import", wasm.to_str().unwrap()]);
+        let namespace = unique("pouch-shim");
+        let c = Containerd::start(Options {
+            dir_prefix: "pouch-sh.",
+            // The shim's default runtime root: /run/containerd/pouch/<namespace>.
+            runtime_state: Path::new("/run/containerd/pouch").join(&namespace),
+            namespace,
+            id_prefix: "sh",
+            shim_dir: Some(shims.to_owned()),
+            wasm_cache: true,
+            command_timeout: COMMAND_TIMEOUT,
+        });
+        c.ctr_ok(&["images", "import", busybox.to_str().unwrap()]);
+        c.ctr_ok(&["images", "import", wasm.to_str().unwrap()]);
         c
     }
 
     /// Imports the sleep.wasm image ([`WASM_SLEEP`]).
     fn import_sleep_wasm(&self) {
-        self.ok(&["images", "import", sleep_archive().to_str().unwrap()]);
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ctr");
-        c.args(["--address", &self.address, "--namespace", &self.namespace])
-            .args(args);
-        c
-    }
-
-    fn ctr(&self, args: &[&str]) -> Output {
-        run(&mut self.command(args))
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.ctr(args);
-        assert!(
-            o.status.success(),
-            "ctr {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            o.status,
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-
-    /// A fresh container id and its cgroup (checked by the guard).
-    fn new_container(&mut self) -> (String, String) {
-        let id = unique("sh");
-        let cg = format!("{CGROUP_TEST_ROOT}/{id}");
-        self.cgroups.push(cg.clone());
-        (id, cg)
+        self.ctr_ok(&["images", "import", sleep_archive().to_str().unwrap()]);
     }
 
     /// `ctr run MODE --runtime io.containerd.pouch.v2 --cgroup CG IMAGE ID ARGS...`
     fn run(&self, mode: &str, image: &str, id: &str, cg: &str, args: &[&str]) -> Output {
-        let mut argv = vec!["run", mode, "--runtime", RUNTIME, "--cgroup", cg, image, id];
-        argv.extend_from_slice(args);
-        self.ctr(&argv)
+        self.ctr_run(&[mode, "--runtime", RUNTIME], image, id, cg, args)
     }
 
-    /// The pid and status `ctr task ls` shows for `id`.
-    fn task(&self, id: &str) -> Option<(i64, String)> {
-        self.ok(&["task", "ls"]).lines().skip(1).find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.first() == Some(&id)).then(|| (f[1].parse().unwrap(), f[2].to_owned()))
-        })
-    }
-
-    fn wait_status(&self, id: &str, want: &str) {
-        let t = Instant::now();
-        loop {
-            let task = self.task(id);
-            if task.as_ref().is_some_and(|(_, s)| s == want) {
-                return;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "task {id} is not {want}: {task:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The runtime root of this namespace (the shim's default).
-    fn runtime_root(&self) -> PathBuf {
-        Path::new("/run/containerd/pouch").join(&self.namespace)
-    }
-
-    /// What is left behind: shims, mounts, cgroups, runtime state.
-    fn leftovers(&self) -> Vec<String> {
-        let mut left = Vec::new();
-        // Shims name the containerd socket in their argv.
-        let t = Instant::now();
-        let shims = loop {
-            let shims: Vec<String> = processes_naming(&self.address)
-                .into_iter()
-                .filter(|p| p.contains("containerd-shim-pouch-v2"))
-                .collect();
-            if shims.is_empty() || t.elapsed() > Duration::from_secs(10) {
-                break shims;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        left.extend(
-            shims
-                .into_iter()
-                .map(|s| format!("shim still running: {s}")),
-        );
-        left.extend(
-            mounts_under(&self.path)
-                .into_iter()
-                .map(|m| format!("mount left: {m}")),
-        );
-        for cg in &self.cgroups {
-            for d in cgroup_dirs_of(cg).into_iter().filter(|d| d.exists()) {
-                left.push(format!("cgroup left: {}", d.display()));
-            }
-        }
-        if let Ok(d) = fs::read_dir(self.runtime_root()) {
-            for e in d.flatten() {
-                left.push(format!("runtime state left: {}", e.path().display()));
-            }
-        }
-        left
-    }
-
-    fn check_and_clean(&mut self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if !std::thread::panicking() && !self.address.is_empty() {
-            for what in ["containers", "tasks"] {
-                let left = self.ok(&[what, "ls", "-q"]);
-                if !left.trim().is_empty() {
-                    problems.push(format!("ctr {what} ls: {left:?}"));
-                }
-            }
-            problems.extend(self.leftovers());
-        }
-        let o = run(Command::new("bash")
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/containerd.sh"))
-            .arg("stop")
-            .arg(&self.path));
-        if !o.status.success() {
-            problems.push(format!("containerd.sh stop: {}", text(&o.stderr).trim()));
-        }
-        for cg in &self.cgroups {
-            let _ = run(Command::new("bash")
-                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/cgroup-cleanup.sh"))
-                .arg("--kill")
-                .arg(cg));
-        }
-        let _ = fs::remove_dir_all(self.runtime_root());
-        if mounts_under(&self.path).is_empty() {
-            drop(self.dir.take());
-        } else if let Some(d) = self.dir.take() {
-            problems.push(format!("kept {} (mounts inside)", d.keep().display()));
-        }
-        problems
-    }
-}
-
-impl Drop for Containerd {
-    fn drop(&mut self) {
-        let problems = self.check_and_clean();
-        if std::thread::panicking() {
-            if !problems.is_empty() {
-                eprintln!("cleanup after the failure:\n  {}", problems.join("\n  "));
-            }
-        } else {
-            assert!(
-                problems.is_empty(),
-                "the test left things behind:\n  {}",
-                problems.join("\n  ")
-            );
-        }
+    /// `ctr run -d --runtime io.containerd.pouch.v2 ...`, which must succeed; waits until the
+    /// task runs and returns the pid of its init.
+    fn run_detached(&self, image: &str, id: &str, cg: &str, args: &[&str]) -> i64 {
+        self.run_task(&["--runtime", RUNTIME], image, id, cg, args)
     }
 }
 
@@ -532,10 +290,7 @@ fn shim_runs_a_wasm_image_with_its_output_reaching_ctr() {
 fn shim_task_kill_exec_ps_pause_resume_and_metrics() {
     let mut c = Containerd::new();
     let (id, cg) = c.new_container();
-    let o = c.run("-d", BUSYBOX, &id, &cg, &["sleep", "1000"]);
-    assert!(o.status.success(), "ctr run -d: {}", text(&o.stderr));
-    c.wait_status(&id, "RUNNING");
-    let (pid, _) = c.task(&id).unwrap();
+    let pid = c.run_detached(BUSYBOX, &id, &cg, &["sleep", "1000"]);
     let procs = fs::read_to_string(cgroup_dirs_of(&cg)[0].join("cgroup.procs")).unwrap();
     assert!(
         procs.lines().any(|l| l == pid.to_string()),
@@ -570,7 +325,7 @@ fn shim_task_kill_exec_ps_pause_resume_and_metrics() {
     assert_eq!(c.task(&id), Some((pid, "RUNNING".to_owned())));
 
     // ps lists the init.
-    let ps = c.ok(&["task", "ps", &id]);
+    let ps = c.ctr_ok(&["task", "ps", &id]);
     assert!(
         ps.lines()
             .skip(1)
@@ -579,7 +334,7 @@ fn shim_task_kill_exec_ps_pause_resume_and_metrics() {
     );
 
     // metrics: cgroups v1 format (memory, cpu, pids) from the init's cgroup.
-    let json = c.ok(&["task", "metrics", "--format", "json", &id]);
+    let json = c.ctr_ok(&["task", "metrics", "--format", "json", &id]);
     let m: serde_json::Value =
         serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
     let num = |p: &str| m.pointer(p).and_then(|v| v.as_u64()).unwrap_or(0);
@@ -587,33 +342,24 @@ fn shim_task_kill_exec_ps_pause_resume_and_metrics() {
         num("/memory/usage/usage") > 0 && num("/pids/current") >= 1 && num("/cpu/usage/total") > 0,
         "memory, pids and cpu of the task: {json}"
     );
-    let table = c.ok(&["task", "metrics", &id]);
+    let table = c.ctr_ok(&["task", "metrics", &id]);
     assert!(
         table.contains("memory.usage_in_bytes") && table.contains("pids.current"),
         "{table}"
     );
 
-    c.ok(&["task", "pause", &id]);
-    c.wait_status(&id, "PAUSED");
-    c.ok(&["task", "resume", &id]);
-    c.wait_status(&id, "RUNNING");
+    c.ctr_ok(&["task", "pause", &id]);
+    c.wait_task_status(&id, "PAUSED");
+    c.ctr_ok(&["task", "resume", &id]);
+    c.wait_task_status(&id, "RUNNING");
 
-    c.ok(&["task", "kill", "-s", "KILL", &id]);
-    c.wait_status(&id, "STOPPED");
+    c.kill_task(&id, Some("KILL"));
     assert!(process_gone(pid), "the init {pid} survived");
-    let o = c.ctr(&["task", "delete", &id]);
-    assert!(o.status.success(), "ctr task delete: {}", text(&o.stderr));
-    assert!(
-        text(&o.stderr).contains("exit code 137"),
-        "{}",
-        text(&o.stderr)
-    );
-    c.ok(&["containers", "rm", &id]);
+    c.delete_task(&id, 137);
 
     // The default signal (SIGTERM) reaches an init that handles it; kill --all.
     let (id, cg) = c.new_container();
-    let o = c.run(
-        "-d",
+    c.run_detached(
         BUSYBOX,
         &id,
         &cg,
@@ -623,18 +369,9 @@ fn shim_task_kill_exec_ps_pause_resume_and_metrics() {
             "trap 'exit 42' TERM; while true; do sleep 0.1; done",
         ],
     );
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    c.wait_status(&id, "RUNNING");
     std::thread::sleep(Duration::from_millis(300));
-    c.ok(&["task", "kill", &id]);
-    c.wait_status(&id, "STOPPED");
-    let o = c.ctr(&["task", "delete", &id]);
-    assert!(
-        text(&o.stderr).contains("exit code 42"),
-        "{}",
-        text(&o.stderr)
-    );
-    c.ok(&["containers", "rm", &id]);
+    c.kill_task(&id, None);
+    c.delete_task(&id, 42);
 }
 
 #[test]
@@ -692,10 +429,7 @@ fn shim_exec_into_a_wasm_task_is_unimplemented() {
     let mut c = Containerd::new();
     c.import_sleep_wasm();
     let (id, cg) = c.new_container();
-    let o = c.run("-d", WASM_SLEEP, &id, &cg, &[]);
-    assert!(o.status.success(), "ctr run -d (wasm): {}", text(&o.stderr));
-    c.wait_status(&id, "RUNNING");
-    let (pid, _) = c.task(&id).unwrap();
+    let pid = c.run_detached(WASM_SLEEP, &id, &cg, &[]);
 
     // pouch-runtime refuses it; the shim answers UNIMPLEMENTED, which containerd turns into
     // its ErrNotImplemented (the message gains a trailing ": not implemented").
@@ -724,16 +458,9 @@ fn shim_exec_into_a_wasm_task_is_unimplemented() {
         text(&o.stderr)
     );
 
-    c.ok(&["task", "kill", "-s", "KILL", &id]);
-    c.wait_status(&id, "STOPPED");
+    c.kill_task(&id, Some("KILL"));
     assert!(process_gone(pid), "the wasm init {pid} survived");
-    let o = c.ctr(&["task", "delete", &id]);
-    assert!(
-        text(&o.stderr).contains("exit code 137"),
-        "{}",
-        text(&o.stderr)
-    );
-    c.ok(&["containers", "rm", &id]);
+    c.delete_task(&id, 137);
 }
 
 /// `ctr events`, running in the background until dropped (ended by its pid).
@@ -764,8 +491,8 @@ impl Events {
         let probe = unique("probe");
         let t = Instant::now();
         loop {
-            c.ok(&["containers", "create", BUSYBOX, &probe]);
-            c.ok(&["containers", "rm", &probe]);
+            c.ctr_ok(&["containers", "create", BUSYBOX, &probe]);
+            c.ctr_ok(&["containers", "rm", &probe]);
             if ev.text().contains(&probe) {
                 return ev;
             }

@@ -2,6 +2,7 @@
 //! private state root and an absolute, unique cgroup path, and the `pouch-runtime` binary.
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod leaks;
 pub mod registry;
 pub mod store;
