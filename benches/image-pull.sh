@@ -97,9 +97,7 @@ esac
 . "$here/common.sh"
 
 [ "$(id -u)" -eq 0 ] || die "run as root (containerd and its overlayfs snapshotter need it)"
-for tool in python3 hyperfine skopeo ctr containerd docker-registry curl jq findmnt; do
-    command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found (scripts/install-deps.sh installs it)"
-done
+bench_need_tools python3 hyperfine skopeo ctr containerd docker-registry curl jq findmnt
 
 images=${BENCH_IMAGES:-busybox big}
 runs=${BENCH_RUNS:-5}
@@ -108,11 +106,8 @@ warmup=${BENCH_WARMUP:-1}
 cpu_runs=${BENCH_CPU_RUNS:-3}
 big_mb=${BENCH_BIG_MB:-400}
 big_layers=${BENCH_BIG_LAYERS:-4}
-for v in runs:BENCH_RUNS big_runs:BENCH_BIG_RUNS warmup:BENCH_WARMUP cpu_runs:BENCH_CPU_RUNS \
-         big_mb:BENCH_BIG_MB big_layers:BENCH_BIG_LAYERS; do
-    name=${v%%:*}
-    case "${!name}" in ''|*[!0-9]*) die "${v#*:} must be a non-negative integer (got '${!name}')" ;; esac
-done
+bench_uints runs:BENCH_RUNS big_runs:BENCH_BIG_RUNS warmup:BENCH_WARMUP cpu_runs:BENCH_CPU_RUNS \
+    big_mb:BENCH_BIG_MB big_layers:BENCH_BIG_LAYERS
 if [ "$runs" -lt 1 ] || [ "$big_runs" -lt 1 ] || [ "$big_mb" -lt 1 ] || [ "$big_layers" -lt 1 ]; then
     die "BENCH_RUNS, BENCH_BIG_RUNS, BENCH_BIG_MB and BENCH_BIG_LAYERS must be at least 1"
 fi
@@ -122,20 +117,12 @@ done
 [ -n "${images// /}" ] || die "BENCH_IMAGES is empty"
 
 # pouch: release build, rebuilt by cargo when missing or outdated.
-if [ -n "${POUCH:-}" ]; then
-    pouch_src=$(realpath -- "$POUCH")
-else
-    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) or set POUCH"
-    log "cargo build --release --bin pouch (no-op when up to date; 10-15 min from scratch) ..."
-    (cd "$repo" && cargo build --release --bin pouch --quiet) || die "release build failed"
-    pouch_src="$repo/target/release/pouch"
-fi
-[ -x "$pouch_src" ] || die "$pouch_src is not an executable"
+pouch_src=$(bench_binary POUCH pouch "no-op when up to date; 10-15 min from scratch" --bin pouch)
 
 mkdir -p "$repo/target"
 work=$(mktemp -d "$repo/target/bench-pull.XXXXXX")
 cleanup() {
-    local rc=$? mp
+    local rc=$?
     if [ -f "$work/reg/pid" ]; then
         "$repo/tests/support/registry.sh" stop "$work/reg" || rc=1
     fi
@@ -143,22 +130,11 @@ cleanup() {
         "$repo/tests/support/containerd.sh" stop "$work/ctrd" || rc=1
     fi
     # containerd.sh stop unmounts what is left under its state dir; anything else of ours too
-    findmnt -rn -o TARGET | awk -v p="$work/" 'index($0, p) == 1' | sort -r | while IFS= read -r mp; do
-        umount "$mp" 2>/dev/null || umount -l "$mp" || log "warning: could not unmount $mp"
-    done
-    if findmnt -rn -o TARGET | awk -v p="$work/" 'index($0, p) == 1 { found = 1 } END { exit !found }'; then
-        log "warning: mounts left under $work; not removing it"
-        rc=1
-    elif [ "${BENCH_KEEP:-0}" = 1 ]; then
-        log "kept $work"
-    else
-        rm -rf --one-file-system -- "$work"
-    fi
+    bench_unmount_under "$work"
+    bench_remove_work "$work" || rc=1
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_traps cleanup
 
 mkdir "$work/bin" "$work/logs"
 cp -- "$pouch_src" "$work/bin/pouch"
@@ -181,16 +157,13 @@ for img in $images; do
     case "$img" in
         busybox)
             if [ ! -d "$work/img/busybox" ]; then
-                "$repo/tests/support/make-test-images.sh" "$work/img" >"$work/logs/make-test-images.log" 2>&1 \
-                    || die "make-test-images.sh failed (tail of $work/logs/make-test-images.log):$(printf '\n'; tail -n 20 "$work/logs/make-test-images.log")"
-                "$repo/tests/support/push-test-images.sh" "$work/img" "$reg" >"$work/logs/push-test-images.log" 2>&1 \
-                    || die "push-test-images.sh failed (tail of $work/logs/push-test-images.log):$(printf '\n'; tail -n 20 "$work/logs/push-test-images.log")"
+                bench_logged "$work/logs/make-test-images.log" "$repo/tests/support/make-test-images.sh" "$work/img"
+                bench_logged "$work/logs/push-test-images.log" "$repo/tests/support/push-test-images.sh" "$work/img" "$reg"
             fi
             args+=(--image "busybox=$reg/test/busybox:latest=$work/img/busybox" --runs "busybox=$runs") ;;
         big)
             log "big image: $big_mb MiB of random data in $big_layers layers (about 30 MB/s) ..."
-            "$repo/tests/support/make-big-image.sh" "$work/img" "$big_mb" "$big_layers" >"$work/logs/make-big-image.log" 2>&1 \
-                || die "make-big-image.sh failed (tail of $work/logs/make-big-image.log):$(printf '\n'; tail -n 20 "$work/logs/make-big-image.log")"
+            bench_logged "$work/logs/make-big-image.log" "$repo/tests/support/make-big-image.sh" "$work/img" "$big_mb" "$big_layers"
             skopeo copy -q --dest-tls-verify=false "oci:$work/img/big:latest" "docker://$reg/test/big:latest" \
                 >"$work/logs/push-big.log" 2>&1 || die "pushing big failed: $(cat "$work/logs/push-big.log")"
             args+=(--image "big=$reg/test/big:latest=$work/img/big" --runs "big=$big_runs") ;;
@@ -201,17 +174,13 @@ done
     echo "## Machine"
     echo
     bench_machine_lines | sed '/^- cgroups:/d'
-    echo "- memory: $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-    echo "- work directory (registry storage, pouch data root, skopeo OCI dir, containerd root): $work ($(findmnt -n -o FSTYPE,OPTIONS -T "$work" | awk '{print $1 ", " $2}'))"
-    rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')
-    changed=$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null | awk '{print $2}' | paste -sd' ' -)
-    src="git $rev${changed:+; uncommitted changes in: $changed}"
-    [ -z "${POUCH:-}" ] || src="given by POUCH; the repository is at $src"
-    echo "- pouch: $("$pouch" --version) ($pouch_src, $src); \`pull\` defaults: 4 layers at once"
+    bench_memory_line
+    echo "- work directory (registry storage, pouch data root, skopeo OCI dir, containerd root): $work ($(bench_fs_of "$work"))"
+    echo "- pouch: $("$pouch" --version) ($pouch_src, $(bench_source POUCH)); \`pull\` defaults: 4 layers at once"
     echo "- skopeo: $(skopeo --version) (containers/image: up to 6 blobs at once)"
     echo "- ctr / containerd: $(ctr --version | awk '{print $3}') (overlayfs snapshotter; ctr's default --max-concurrent-downloads 0 = unlimited)"
     echo "- registry: $(docker-registry --version | awk '{print $3}') (distribution, filesystem storage) on $reg"
-    echo "- hyperfine: $(hyperfine --version | awk '{print $2}'); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- hyperfine: $(hyperfine --version | awk '{print $2}'); load average before: $(bench_loadavg)"
     echo
 } >"$work/header.md"
 cat "$work/header.md"
@@ -231,9 +200,6 @@ python3 "$here/image_pull.py" \
     --containerd-pid "$(cat "$work/ctrd/containerd.pid")" \
     --containerd-socket "$sock" --containerd-namespace "$NS" \
     --output "$work/results.md"
-echo "Load average after: $(cut -d' ' -f1-3 /proc/loadavg)."
-
-if [ -n "${BENCH_OUT:-}" ]; then
-    { cat "$work/header.md" "$work/results.md"; echo "Load average after: $(cut -d' ' -f1-3 /proc/loadavg)."; } >"$BENCH_OUT"
-    log "report written to $BENCH_OUT"
-fi
+after="Load average after: $(bench_loadavg)."
+echo "$after"
+bench_write_out "$work" "$after"

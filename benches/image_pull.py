@@ -23,13 +23,16 @@ Commands come from the calling script as templates with {ref} and {name}; the re
 
 import argparse
 import json
-import math
 import os
 import re
 import shlex
 import subprocess
 import sys
 import time
+from statistics import median
+
+import benchlib
+from benchlib import BenchError, proc_cpu, ratio, tail
 
 ENV = dict(os.environ)
 # The tools' User-Agents in the registry's access log.
@@ -39,15 +42,7 @@ ACCESS = re.compile(
     r'(?P<bytes>\d+|-) "[^"]*" "(?P<agent>[^"]*)"'
 )
 BLOB_GET = re.compile(r"^/v2/.+/blobs/sha256:[0-9a-f]{64}$")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def log(msg):
-    print(f"image-pull: {msg}", file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    pass
+log = benchlib.logger("image-pull")
 
 
 # ---- images and the registry ------------------------------------------------------------------
@@ -127,13 +122,6 @@ class RegistryLog:
                 f"(a tool found content cached, or failed): " + "; ".join(bad)
             )
         return served
-
-
-def proc_cpu(pid):
-    """utime+stime of a process (all its threads), seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 # ---- the harness ------------------------------------------------------------------------------
@@ -358,29 +346,8 @@ class Harness:
         return "\n".join(L) + "\n"
 
 
-def ratio(a, b):
-    q = a["mean"] / b["mean"]
-    ea = (a["stddev"] or 0) / a["mean"]
-    eb = (b["stddev"] or 0) / b["mean"]
-    return q, q * math.sqrt(ea * ea + eb * eb)
-
-
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
-
-
 def mib(n):
     return f"{n / 1048576:.1f} MiB"
-
-
-def tail(path, n=20):
-    try:
-        with open(path, "rb") as f:
-            return b"".join(f.readlines()[-n:]).decode("utf-8", "replace")
-    except OSError as e:
-        return f"(cannot read: {e})"
 
 
 def main():

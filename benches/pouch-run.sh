@@ -61,22 +61,14 @@ usage() { echo "usage: $0     (as root; see the header of $0 for the environment
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(dirname -- "$here")
 self="$here/pouch-run.sh"
-
-# hide_unified: in a private mount namespace, unmount the hybrid layout's cgroup2 mount.
-hide_unified() {
-    if [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup 2>/dev/null || true)" != "cgroup2" ] &&
-       [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup/unified 2>/dev/null || true)" = "cgroup2" ]; then
-        umount /sys/fs/cgroup/unified
-        return 0
-    fi
-    return 1
-}
+# shellcheck source=benches/common.sh
+. "$here/common.sh"
 
 # ---- inside the private mount namespace (internal) ---------------------------------------------
 case "${1:-}" in
     --in-namespace)
         shift
-        if hide_unified; then
+        if bench_hide_unified; then
             log "private mount namespace: /sys/fs/cgroup/unified unmounted (hybrid -> v1 view for pouch and podman)"
         fi
         exec python3 "$here/pouch_run.py" "$@" ;;
@@ -86,7 +78,7 @@ case "${1:-}" in
         # delete), and what crun left in the hidden /sys/fs/cgroup/unified.
         shift
         hidden=0
-        if hide_unified; then hidden=1; fi
+        if bench_hide_unified; then hidden=1; fi
         if [ -f "$1/containers.conf" ]; then
             POUCH_PODMAN_RUNTIME=${BENCH_PODMAN_RUNTIME:-crun} "$repo/tests/support/podman-cleanup.sh" "$1" || true
         fi
@@ -108,22 +100,14 @@ case "${1:-}" in
 esac
 
 # ---- on the host -------------------------------------------------------------------------------
-# shellcheck source=benches/common.sh
-. "$here/common.sh"
-
 [ "$(id -u)" -eq 0 ] || die "run as root (containers need it)"
-for tool in python3 hyperfine skopeo podman conmon unshare findmnt; do
-    command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found (scripts/install-deps.sh installs it)"
-done
+bench_need_tools python3 hyperfine skopeo podman conmon unshare findmnt
 
 runs=${BENCH_RUNS:-20}
 warmup=${BENCH_WARMUP:-3}
 cpu_runs=${BENCH_CPU_RUNS:-10}
 settle_ms=${BENCH_SETTLE_MS:-20}
-for v in runs:BENCH_RUNS warmup:BENCH_WARMUP cpu_runs:BENCH_CPU_RUNS settle_ms:BENCH_SETTLE_MS; do
-    name=${v%%:*}
-    case "${!name}" in ''|*[!0-9]*) die "${v#*:} must be a non-negative integer (got '${!name}')" ;; esac
-done
+bench_uints runs:BENCH_RUNS warmup:BENCH_WARMUP cpu_runs:BENCH_CPU_RUNS settle_ms:BENCH_SETTLE_MS
 [ "$runs" -ge 2 ] || die "BENCH_RUNS must be at least 2"
 podman_rt=${BENCH_PODMAN_RUNTIME:-crun}
 case "$podman_rt" in crun|runc) ;; *) die "BENCH_PODMAN_RUNTIME must be crun or runc (got '$podman_rt')" ;; esac
@@ -135,55 +119,26 @@ for c in $commands; do
 done
 
 # pouch and pouch-runtime: release build, rebuilt by cargo when missing or outdated.
-if [ -n "${POUCH:-}" ]; then
-    pouch_src=$(realpath -- "$POUCH")
-else
-    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) or set POUCH"
-    log "cargo build --release --bin pouch --bin pouch-runtime (no-op when up to date; minutes otherwise) ..."
-    (cd "$repo" && cargo build --release --bin pouch --bin pouch-runtime --quiet) || die "release build failed"
-    pouch_src="$repo/target/release/pouch"
-fi
-[ -x "$pouch_src" ] || die "$pouch_src is not an executable"
+pouch_src=$(bench_binary POUCH pouch "no-op when up to date; minutes otherwise" --bin pouch --bin pouch-runtime)
 [ -x "$(dirname -- "$pouch_src")/pouch-runtime" ] || die "no pouch-runtime beside $pouch_src"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/pouch-bench-run.XXXXXX")
-cgparent="/pouch-bench/$(basename -- "$work" | tr -c 'A-Za-z0-9\n' '-')"
+cgparent=$(bench_cgparent "$work")
 pm="$work/podman"       # private podman: config, storage, runroot, tmp
 root="$work/pouch"      # pouch's data root
 cleanup() {
     local rc=$?
     # Leftover containers (an interrupted run), in the same cgroup view as the run.
     unshare -m --propagation private -- bash "$self" --cleanup-namespace "$pm" "$root" "$work/bin/pouch" "$cgparent" || true
-    # Anything still in our cgroups is a container of ours: kill it, then remove the cgroups
-    # (host view: every v1 hierarchy and the cgroup2 mount).
-    "$repo/tests/support/cgroup-cleanup.sh" --kill "$cgparent" >/dev/null 2>&1 || true
-    if ! "$repo/tests/support/cgroup-cleanup.sh" --check "$cgparent" >/dev/null 2>&1; then
-        log "warning: cgroups left under $cgparent:"
-        "$repo/tests/support/cgroup-cleanup.sh" --check "$cgparent" >&2 || true
-        rc=1
-    fi
-    for d in /sys/fs/cgroup/*/pouch-bench /sys/fs/cgroup/pouch-bench; do
-        if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi
-    done
+    # Containers of ours still in our cgroups are killed, then the cgroups are removed.
+    bench_remove_cgroups "$cgparent" || rc=1
     # Mounts live in the benchmark's mount namespace and go with it; anything on the host
     # under the work directory is unexpected.
-    findmnt -rn -o TARGET | awk -v p="$work/" 'index($0, p) == 1' | sort -r | while IFS= read -r mp; do
-        log "warning: unmounting $mp"
-        umount "$mp" 2>/dev/null || umount -l "$mp" || log "warning: could not unmount $mp"
-    done
-    if findmnt -rn -o TARGET | awk -v p="$work/" 'index($0, p) == 1 { found = 1 } END { exit !found }'; then
-        log "warning: mounts left under $work; not removing it"
-        rc=1
-    elif [ "${BENCH_KEEP:-0}" = 1 ]; then
-        log "kept $work"
-    else
-        rm -rf --one-file-system -- "$work"
-    fi
+    bench_unmount_under "$work" --warn
+    bench_remove_work "$work" || rc=1
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_traps cleanup
 
 mkdir "$work/bin" "$work/logs"
 cp -- "$pouch_src" "$work/bin/pouch"
@@ -191,8 +146,7 @@ cp -- "$(dirname -- "$pouch_src")/pouch-runtime" "$work/bin/pouch-runtime"
 pouch="$work/bin/pouch"
 
 log "images (make-test-images.sh, no network) ..."
-"$repo/tests/support/make-test-images.sh" "$work/img" >"$work/logs/make-test-images.log" 2>&1 \
-    || die "make-test-images.sh failed (tail of $work/logs/make-test-images.log):$(printf '\n'; tail -n 20 "$work/logs/make-test-images.log")"
+bench_logged "$work/logs/make-test-images.log" "$repo/tests/support/make-test-images.sh" "$work/img"
 
 # pouch: oci-archive (named localhost/bench/NAME:latest, as podman's copy) + pouch load, which
 # prints the names it recorded.
@@ -238,13 +192,9 @@ done
     echo "## Machine"
     echo
     bench_machine_lines
-    echo "- memory: $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-    echo "- work directory (pouch data root, podman storage and runroot): $work ($(findmnt -n -o FSTYPE,OPTIONS -T "$work" | awk '{print $1 ", " $2}')); podman storage driver: $driver"
-    rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')
-    changed=$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null | awk '{print $2}' | paste -sd' ' -)
-    src="git $rev${changed:+; uncommitted changes in: $changed}"
-    [ -z "${POUCH:-}" ] || src="given by POUCH; the repository is at $src"
-    echo "- pouch: $("$pouch" --version) ($pouch_src, $(stat -c %s "$pouch") bytes, $src)"
+    bench_memory_line
+    echo "- work directory (pouch data root, podman storage and runroot): $work ($(bench_fs_of "$work")); podman storage driver: $driver"
+    echo "- pouch: $("$pouch" --version) ($pouch_src, $(stat -c %s "$pouch") bytes, $(bench_source POUCH))"
     echo "- pouch images (\`pouch load\` of oci-archives): busybox \`${pouch_ref[busybox]}\`, wasm artifact \`${pouch_ref[wasm]}\`, wasm image \`${pouch_ref[wasm-image]}\`"
     echo "- podman: $(podman --version | awk '{print $3}'), conmon $(conmon --version | awk 'NR == 1 {print $3}'), runtime $podman_rt $(version_of "$podman_rt_bin" | awk '{print $3}') ($podman_rt_bin); image \`$podman_img\`"
     echo "- hyperfine: $(hyperfine --version | awk '{print $2}')"
@@ -259,7 +209,4 @@ unshare -m --propagation private -- bash "$self" --in-namespace \
     --runs "$runs" --warmup "$warmup" --cpu-runs "$cpu_runs" --settle-ms "$settle_ms" \
     --output "$work/results.md"
 
-if [ -n "${BENCH_OUT:-}" ]; then
-    cat "$work/header.md" "$work/results.md" >"$BENCH_OUT"
-    log "report written to $BENCH_OUT"
-fi
+bench_write_out "$work"

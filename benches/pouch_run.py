@@ -20,27 +20,20 @@ run inside the private mount namespace the script prepared; the script removes e
 """
 
 import argparse
-import ctypes
 import json
-import math
 import os
 import resource
 import shlex
-import statistics
 import subprocess
 import sys
 import time
+from statistics import median
 
-PR_SET_CHILD_SUBREAPER = 36
+import benchlib
+from benchlib import BenchError, idle_load_sample, loadavg, ratio, tail
+
 ENV = dict(os.environ)
-
-
-def log(msg):
-    print(f"pouch-run: {msg}", file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    pass
+log = benchlib.logger("pouch-run")
 
 
 class Tool:
@@ -117,17 +110,8 @@ class Harness:
 
     def reap_stragglers(self, timeout=10.0):
         """Reaps every process reparented to us (podman's conmon), so that its CPU is counted."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                if time.monotonic() > deadline:
-                    raise BenchError("a run left a process running for more than "
-                                     f"{timeout:.0f} s after it returned")
-                time.sleep(0.001)
+        benchlib.reap_children(
+            timeout, f"a run left a process running for more than {timeout:.0f} s after it returned")
 
     def measure(self, t):
         path = os.path.join(self.logdir, f"{t.name}.cpu.log")
@@ -158,9 +142,7 @@ class Harness:
         if rounds == 0:
             return out
         log(f"CPU pass: {rounds} round(s), order rotated each round ...")
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+        benchlib.become_subreaper()
         n = len(self.tools)
         for i in range(rounds):
             for t in self.tools[i % n:] + self.tools[:i % n]:
@@ -291,45 +273,8 @@ def cgroup_mounts():
     return sorted(set(out))
 
 
-def ratio(a, b):
-    q = a["mean"] / b["mean"]
-    ea = (a["stddev"] or 0) / a["mean"]
-    eb = (b["stddev"] or 0) / b["mean"]
-    return q, q * math.sqrt(ea * ea + eb * eb)
-
-
-def median(xs):
-    return statistics.median(xs)
-
-
 def ms(s):
     return f"{s * 1000:.1f}"
-
-
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
-
-
-def host_busy():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v[:8]) - (v[3] + v[4]), sum(v[:8])
-
-
-def idle_load_sample(seconds=1.0):
-    b0, t0 = host_busy()
-    time.sleep(seconds)
-    b1, t1 = host_busy()
-    return 100.0 * (b1 - b0) / max(1, t1 - t0)
-
-
-def tail(path, n=20):
-    try:
-        with open(path, "rb") as f:
-            return b"".join(f.readlines()[-n:]).decode("utf-8", "replace")
-    except OSError as e:
-        return f"(cannot read: {e})"
 
 
 def main():

@@ -52,24 +52,14 @@ repo=$(dirname -- "$here")
 # ---- inside the private mount namespace --------------------------------------------------------
 if [ "${1:-}" = "--in-namespace" ]; then
     shift
-    # Hybrid layout: hide the cgroup2 mount so that crun 1.8 (and, for fairness, everyone)
-    # sees pure cgroup v1. This unmount is private to this namespace.
-    if [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup 2>/dev/null || true)" != "cgroup2" ] &&
-       [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup/unified 2>/dev/null || true)" = "cgroup2" ]; then
-        umount /sys/fs/cgroup/unified
-        log "private mount namespace: /sys/fs/cgroup/unified unmounted (hybrid -> v1 view for all runtimes)"
-    fi
-    rc=0
-    python3 "$here/runtime_startup.py" "$@" || rc=$?
-    clean_hidden_unified
-    exit "$rc"
+    # Hybrid layout: the cgroup2 mount is hidden in this namespace, so that crun 1.8 (and, for
+    # fairness, everyone) sees pure cgroup v1.
+    bench_in_namespace "all runtimes" python3 "$here/runtime_startup.py" "$@"
 fi
 
 # ---- on the host -------------------------------------------------------------------------------
 [ "$(id -u)" -eq 0 ] || die "run as root (containers need it)"
-for tool in python3 unshare findmnt; do
-    command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found (scripts/install-deps.sh installs it)"
-done
+bench_need_tools python3 unshare findmnt
 
 iterations=${BENCH_ITERATIONS:-30}
 warmup=${BENCH_WARMUP:-3}
@@ -77,23 +67,13 @@ batch=${BENCH_BATCH:-100}
 batch_repeat=${BENCH_BATCH_REPEAT:-3}
 settle_ms=${BENCH_SETTLE_MS:-20}
 seed=${BENCH_SEED:-1}
-for v in iterations warmup batch batch_repeat settle_ms seed; do
-    case "${!v}" in ''|*[!0-9]*) die "$v must be a non-negative integer (got '${!v}')" ;; esac
-done
+bench_uints iterations warmup batch batch_repeat settle_ms seed
 if [ "$iterations" -lt 1 ] || [ "$batch" -lt 1 ] || [ "$batch_repeat" -lt 1 ]; then
     die "BENCH_ITERATIONS, BENCH_BATCH and BENCH_BATCH_REPEAT must be at least 1"
 fi
 
 # pouch-runtime: release build, rebuilt by cargo when missing or outdated.
-if [ -n "${POUCH_RUNTIME:-}" ]; then
-    pouch=$(realpath -- "$POUCH_RUNTIME")
-else
-    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) or set POUCH_RUNTIME"
-    log "cargo build --release --bin pouch-runtime (no-op when up to date) ..."
-    (cd "$repo" && cargo build --release --bin pouch-runtime --quiet) || die "release build failed"
-    pouch="$repo/target/release/pouch-runtime"
-fi
-[ -x "$pouch" ] || die "$pouch is not an executable"
+pouch=$(bench_binary POUCH_RUNTIME pouch-runtime "no-op when up to date" --bin pouch-runtime)
 
 runtimes=("pouch=$pouch")
 for name in ${BENCH_RUNTIMES:-crun runc}; do
@@ -105,31 +85,15 @@ for name in ${BENCH_RUNTIMES:-crun runc}; do
 done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/pouch-bench.XXXXXX")
-cgparent="/pouch-bench/$(basename -- "$work" | tr -c 'A-Za-z0-9\n' '-')"
+cgparent=$(bench_cgparent "$work")
 cleanup() {
     local rc=$?
-    # Anything still in our cgroups is a container of ours: kill it, then remove the cgroups
-    # (host view: every v1 hierarchy and the cgroup2 mount).
-    "$repo/tests/support/cgroup-cleanup.sh" --kill "$cgparent" >/dev/null 2>&1 || true
-    if ! "$repo/tests/support/cgroup-cleanup.sh" --check "$cgparent" >/dev/null 2>&1; then
-        log "warning: cgroups left under $cgparent:"
-        "$repo/tests/support/cgroup-cleanup.sh" --check "$cgparent" >&2 || true
-        rc=1
-    fi
-    # The shared parent, if no other run uses it.
-    for d in /sys/fs/cgroup/*/pouch-bench /sys/fs/cgroup/pouch-bench; do
-        if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi
-    done
-    if [ "${BENCH_KEEP:-0}" = 1 ]; then
-        log "kept $work"
-    else
-        rm -rf --one-file-system -- "$work"
-    fi
+    # Containers of ours still in our cgroups are killed, then the cgroups are removed.
+    bench_remove_cgroups "$cgparent" || rc=1
+    bench_remove_work "$work" || rc=1
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_traps cleanup
 
 log "busybox rootfs ..."
 rootfs=$("$repo/tests/fixtures/make-busybox-rootfs.sh" "$work/rootfs")
@@ -142,17 +106,12 @@ bench_base_config "$work/base/config.json" "$rootfs"
     echo "## Machine"
     echo
     bench_machine_lines
-    echo "- state roots and bundles: $(dirname -- "$work") ($(findmnt -n -o FSTYPE,OPTIONS -T "$work" | awk '{print $1 ", " $2}'))"
+    echo "- state roots and bundles: $(dirname -- "$work") ($(bench_fs_of "$work"))"
     for r in "${runtimes[@]}"; do
         name=${r%%=*}
         bin=${r#*=}
         case "$name" in
-            pouch)
-                rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')
-                changed=$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null | awk '{print $2}' | paste -sd' ' -)
-                src="git $rev${changed:+; uncommitted changes in: $changed}"
-                [ -z "${POUCH_RUNTIME:-}" ] || src="given by POUCH_RUNTIME; the repository is at $src"
-                echo "- pouch-runtime: $(version_of "$bin") ($bin, $src)" ;;
+            pouch) echo "- pouch-runtime: $(version_of "$bin") ($bin, $(bench_source POUCH_RUNTIME))" ;;
             *) echo "- $name: $(version_of "$bin") ($bin)" ;;
         esac
     done
@@ -169,7 +128,4 @@ for r in "${runtimes[@]}"; do args+=(--runtime "$r"); done
 log "measuring (${#runtimes[@]} runtimes; cgroups under $cgparent; work dir $work) ..."
 unshare -m --propagation private -- bash "$here/runtime-startup.sh" --in-namespace "${args[@]}"
 
-if [ -n "${BENCH_OUT:-}" ]; then
-    cat "$work/header.md" "$work/results.md" >"$BENCH_OUT"
-    log "report written to $BENCH_OUT"
-fi
+bench_write_out "$work"

@@ -20,28 +20,21 @@ calling script removes both. It expects to run inside the mount namespace the sc
 """
 
 import argparse
-import ctypes
 import json
 import math
 import os
 import random
 import resource
 import select
-import signal
 import statistics
 import sys
 import time
 
-PR_SET_CHILD_SUBREAPER = 36
+import benchlib
+from benchlib import BenchError, idle_load_sample
+
 ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-
-
-def log(msg):
-    print(f"runtime-startup: {msg}", file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    pass
+log = benchlib.logger("runtime-startup")
 
 
 class Runtime:
@@ -125,16 +118,7 @@ class Harness:
 
     def reap_stragglers(self, timeout=2.0):
         """Reaps every process reparented to us, so that its CPU is in RUSAGE_CHILDREN."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                if time.monotonic() > deadline:
-                    raise BenchError("a runtime left a process running after its container was deleted")
-                time.sleep(0.001)
+        benchlib.reap_children(timeout, "a runtime left a process running after its container was deleted")
 
     # ---- bundles ---------------------------------------------------------------------------
 
@@ -254,11 +238,7 @@ class Harness:
 
 
 def tail(path, lines=15):
-    try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:]) or "(empty)"
-    except OSError as e:
-        return f"(cannot read: {e})"
+    return benchlib.tail(path, lines) or "(empty)"
 
 
 # ---- statistics and report ---------------------------------------------------------------------
@@ -280,22 +260,6 @@ def summarize(ms):
         "user_med": statistics.median(m["user"] for m in ms),
         "sys_med": statistics.median(m["sys"] for m in ms),
     }
-
-
-def host_busy():
-    """(busy, total) jiffies of all CPUs from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    idle = v[3] + v[4]  # idle + iowait
-    total = sum(v[:8])  # without guest (already in user)
-    return total - idle, total
-
-
-def idle_load_sample(seconds=1.0):
-    b0, t0 = host_busy()
-    time.sleep(seconds)
-    b1, t1 = host_busy()
-    return 100.0 * (b1 - b0) / max(1, t1 - t0)
 
 
 def fmt_ms(s):
@@ -396,45 +360,39 @@ def main():
     if not a.cgroup_parent.startswith("/"):
         p.error("--cgroup-parent must be absolute")
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-
-    # SIGTERM/SIGHUP unwind like Ctrl-C, so that the containers of this run are deleted.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
-    h = Harness(a)
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    with open("/proc/loadavg") as f:
-        meta["loadavg_before"] = " ".join(f.read().split()[:3])
-    meta["load_before"] = idle_load_sample()
-    results = {}
-    background = {}
-    try:
-        h.smoke()
+    def measure(h, results, background):
         for key, label, fn, iters, warm in (
             ("a", "(a) run", h.scenario_run, a.iterations, a.warmup),
             ("b", "(b) create+start+wait+delete", h.scenario_lifecycle, a.iterations, a.warmup),
             ("c", f"(c) {a.batch} sequential runs", lambda rt: h.scenario_batch(rt, a.batch), a.batch_repeat, 0),
         ):
             log(f"{label}: {iters} x {len(h.runtimes)} runtimes ...")
-            b0, t0 = host_busy()
-            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            w0 = time.perf_counter()
-            results[key] = h.interleaved(label, iters, warm, fn)
-            w1 = time.perf_counter()
-            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            b1, t1 = host_busy()
-            ours = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
-            busy_s = (b1 - b0) / os.sysconf("SC_CLK_TCK")
-            background[key] = max(0.0, 100.0 * (busy_s - ours) / (w1 - w0) / os.cpu_count())
+            results[key], background[key] = benchlib.not_ours(lambda: h.interleaved(label, iters, warm, fn))
+
+    run(Harness, a, measure, report)
+
+
+def run(harness, a, measure, report):
+    """The frame of a run, also wasm_startup's: becomes the subreaper, makes harness(a), runs its
+    smoke pass and measure(h, results, background), deletes the containers still alive if that
+    fails or is interrupted, and prints report(h, results, meta) (also to a.output)."""
+    benchlib.become_subreaper()
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so that the containers of this run are deleted.
+    benchlib.unwind_on_signals()
+    h = harness(a)
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "loadavg_before": benchlib.loadavg(),
+            "load_before": idle_load_sample()}
+    results = {}
+    background = {}
+    try:
+        h.smoke()
+        measure(h, results, background)
     except BaseException:
         h.emergency_cleanup()
         raise
     meta["background"] = background
     meta["load_after"] = idle_load_sample()
-    with open("/proc/loadavg") as f:
-        meta["loadavg_after"] = " ".join(f.read().split()[:3])
+    meta["loadavg_after"] = benchlib.loadavg()
     text = report(h, results, meta)
     print(text)
     if a.output:

@@ -73,9 +73,7 @@ NS="pouch-bench-shim"   # containerd namespace; also the parent cgroup of every 
 . "$here/common.sh"
 
 [ "$(id -u)" -eq 0 ] || die "run as root (containerd and its shims need it)"
-for tool in python3 skopeo ctr containerd containerd-shim-runc-v2 runc findmnt; do
-    command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found (scripts/install-deps.sh installs it)"
-done
+bench_need_tools python3 skopeo ctr containerd containerd-shim-runc-v2 runc findmnt
 
 tasks=${BENCH_TASKS:-200}
 parallel=${BENCH_PARALLEL:-4}
@@ -84,11 +82,8 @@ idle_secs=${BENCH_IDLE_SECS:-5}
 quiet_secs=${BENCH_QUIET_SECS:-5}
 max_wait=${BENCH_MAX_WAIT:-1800}
 retries=${BENCH_RETRIES:-3}
-for v in tasks:BENCH_TASKS parallel:BENCH_PARALLEL rounds:BENCH_ROUNDS idle_secs:BENCH_IDLE_SECS \
-         quiet_secs:BENCH_QUIET_SECS max_wait:BENCH_MAX_WAIT retries:BENCH_RETRIES; do
-    name=${v%%:*}
-    case "${!name}" in ''|*[!0-9]*) die "${v#*:} must be a non-negative integer (got '${!name}')" ;; esac
-done
+bench_uints tasks:BENCH_TASKS parallel:BENCH_PARALLEL rounds:BENCH_ROUNDS idle_secs:BENCH_IDLE_SECS \
+    quiet_secs:BENCH_QUIET_SECS max_wait:BENCH_MAX_WAIT retries:BENCH_RETRIES
 [ "$tasks" -ge 1 ] || die "BENCH_TASKS must be at least 1"
 [ "$rounds" -ge 1 ] || die "BENCH_ROUNDS must be at least 1"
 series=${BENCH_SERIES:-pouch-wasm runc-busybox pouch-busybox}
@@ -118,28 +113,17 @@ fi
 mkdir -p "$repo/target"
 work=$(mktemp -d "$repo/target/bench-shim.XXXXXX")
 cleanup() {
-    local rc=$? mp
+    local rc=$?
     if [ -f "$work/ctrd/containerd.pid" ]; then
         "$repo/tests/support/containerd.sh" stop "$work/ctrd" || rc=1
     fi
     "$repo/tests/support/cgroup-cleanup.sh" --kill "/$NS" >/dev/null 2>&1 \
         || { log "warning: cgroups left under /$NS"; rc=1; }
-    findmnt -rn -o TARGET | awk -v p="$work/" 'index($0, p) == 1' | sort -r | while IFS= read -r mp; do
-        umount "$mp" 2>/dev/null || umount -l "$mp" || log "warning: could not unmount $mp"
-    done
-    if findmnt -rn -o TARGET | awk -v p="$work/" 'index($0, p) == 1 { found = 1 } END { exit !found }'; then
-        log "warning: mounts left under $work; not removing it"
-        rc=1
-    elif [ "${BENCH_KEEP:-0}" = 1 ]; then
-        log "kept $work"
-    else
-        rm -rf --one-file-system -- "$work"
-    fi
+    bench_unmount_under "$work"
+    bench_remove_work "$work" || rc=1
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_traps cleanup
 
 mkdir "$work/bin" "$work/logs"
 cp -- "$shim_src" "$work/bin/containerd-shim-pouch-v2"
@@ -147,8 +131,7 @@ cp -- "$runtime_src" "$work/bin/pouch-runtime"
 
 # ---- images ------------------------------------------------------------------------------------
 log "images ..."
-"$repo/tests/support/make-test-images.sh" "$work/img" >"$work/logs/make-test-images.log" 2>&1 \
-    || die "make-test-images.sh failed (tail of $work/logs/make-test-images.log):$(printf '\n'; tail -n 20 "$work/logs/make-test-images.log")"
+bench_logged "$work/logs/make-test-images.log" "$repo/tests/support/make-test-images.sh" "$work/img"
 # sleep.wasm (sleeps 1000 s without arguments) as make-test-images.sh builds its wasm-image.
 (
     # shellcheck source=tests/support/make-test-images.sh
@@ -191,15 +174,11 @@ done
     echo
     bench_machine_lines | sed '/^- cgroups:/d'
     echo "- cgroups: $(if [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup)" = cgroup2 ]; then echo v2; elif [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2 ]; then echo "hybrid (v1 controllers + cgroup2 at /sys/fs/cgroup/unified), cgroupfs driver for both runtimes"; else echo v1; fi)"
-    echo "- memory: $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-    echo "- work directory (containerd root and state, overlayfs snapshots): $work ($(findmnt -n -o FSTYPE,OPTIONS -T "$work" | awk '{print $1 ", " $2}'))"
-    rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')
-    changed=$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null | awk '{print $2}' | paste -sd' ' -)
-    src="git $rev${changed:+; uncommitted changes in: $changed}"
-    [ -z "${SHIM:-}" ] || src="given by SHIM; the repository is at $src"
-    echo "- containerd-shim-pouch-v2 ($(stat -c %s "$work/bin/containerd-shim-pouch-v2") bytes) and $("$work/bin/pouch-runtime" --version 2>/dev/null | head -n 1) ($(stat -c %s "$work/bin/pouch-runtime") bytes), release profile ($shim_src, $src)"
+    bench_memory_line
+    echo "- work directory (containerd root and state, overlayfs snapshots): $work ($(bench_fs_of "$work"))"
+    echo "- containerd-shim-pouch-v2 ($(stat -c %s "$work/bin/containerd-shim-pouch-v2") bytes) and $(version_of "$work/bin/pouch-runtime") ($(stat -c %s "$work/bin/pouch-runtime") bytes), release profile ($shim_src, $(bench_source SHIM))"
     echo "- containerd: $(containerd --version | awk '{print $3}'); containerd-shim-runc-v2: $(containerd-shim-runc-v2 -v 2>/dev/null | awk '/Version:/ {print $2; exit}') ($(stat -c %s "$(command -v containerd-shim-runc-v2)") bytes); runc: $(runc --version | head -n 1 | awk '{print $3}')"
-    echo "- load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- load average before: $(bench_loadavg)"
     echo
 } >"$work/header.md"
 cat "$work/header.md"
@@ -227,9 +206,6 @@ python3 "$here/shim_tasks.py" \
     --tasks "$tasks" --parallel "$parallel" --rounds "$rounds" --idle-secs "$idle_secs" \
     --quiet-secs "$quiet_secs" --max-wait "$max_wait" --retries "$retries" \
     --output "$work/results.md"
-echo "Load average after: $(cut -d' ' -f1-3 /proc/loadavg)."
-
-if [ -n "${BENCH_OUT:-}" ]; then
-    { cat "$work/header.md" "$work/results.md"; echo "Load average after: $(cut -d' ' -f1-3 /proc/loadavg)."; } >"$BENCH_OUT"
-    log "report written to $BENCH_OUT"
-fi
+after="Load average after: $(bench_loadavg)."
+echo "$after"
+bench_write_out "$work" "$after"

@@ -29,16 +29,11 @@ import sys
 import threading
 import time
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+import benchlib
+from benchlib import BenchError, machine_busy, proc_cpu
+
 MIB = 1024 * 1024
-
-
-def log(msg):
-    print(f"shim-tasks: {msg}", file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    pass
+log = benchlib.logger("shim-tasks")
 
 
 class Series:
@@ -64,22 +59,6 @@ class Idle:
         except ValueError:
             raise BenchError(f"--idle {spec!r}: expected LABEL=SHIM=CTR_ARGS") from None
         self.args = shlex.split(args)
-
-
-def machine_busy():
-    """CPU seconds the whole machine spent (all cores), from /proc/stat."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    # user nice system idle iowait irq softirq steal (guest time is part of user)
-    busy = sum(fields[:8]) - fields[3] - fields[4]
-    return busy / CLK_TCK
-
-
-def proc_cpu(pid):
-    """utime+stime of a process (all its threads), seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def cmdline(pid):

@@ -68,45 +68,25 @@ PYTHON_SHA256=e5dc5a398b07b54ea8fdb503bf68fb583d533f10ec3f930963e02b9505f7a763
 # ---- inside the private mount namespace --------------------------------------------------------
 if [ "${1:-}" = "--in-namespace" ]; then
     shift
-    # Hybrid layout: hide the cgroup2 mount so that crun 1.8 (and, for fairness, everyone)
-    # sees pure cgroup v1, as benches/runtime-startup.sh does.
-    if [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup 2>/dev/null || true)" != "cgroup2" ] &&
-       [ "$(findmnt -n -o FSTYPE /sys/fs/cgroup/unified 2>/dev/null || true)" = "cgroup2" ]; then
-        umount /sys/fs/cgroup/unified
-        log "private mount namespace: /sys/fs/cgroup/unified unmounted (hybrid -> v1 view for all)"
-    fi
-    rc=0
-    python3 -B "$here/wasm_startup.py" "$@" || rc=$?
-    clean_hidden_unified
-    exit "$rc"
+    # Hybrid layout: the cgroup2 mount is hidden in this namespace, so that crun 1.8 (and, for
+    # fairness, everyone) sees pure cgroup v1, as benches/runtime-startup.sh does.
+    bench_in_namespace "all" python3 -B "$here/wasm_startup.py" "$@"
 fi
 
 # ---- on the host -------------------------------------------------------------------------------
 [ "$(id -u)" -eq 0 ] || die "run as root (containers need it)"
-for tool in python3 unshare findmnt sha256sum; do
-    command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found (scripts/install-deps.sh installs it)"
-done
+bench_need_tools python3 unshare findmnt sha256sum
 
 iterations=${BENCH_ITERATIONS:-20}
 warmup=${BENCH_WARMUP:-3}
 large_iterations=${BENCH_LARGE_ITERATIONS:-5}
 settle_ms=${BENCH_SETTLE_MS:-20}
 seed=${BENCH_SEED:-1}
-for v in iterations warmup large_iterations settle_ms seed; do
-    case "${!v}" in ''|*[!0-9]*) die "$v must be a non-negative integer (got '${!v}')" ;; esac
-done
+bench_uints iterations warmup large_iterations settle_ms seed
 [ "$iterations" -ge 1 ] && [ "$large_iterations" -ge 1 ] ||
     die "BENCH_ITERATIONS and BENCH_LARGE_ITERATIONS must be at least 1"
 
-if [ -n "${POUCH_RUNTIME:-}" ]; then
-    pouch=$(realpath -- "$POUCH_RUNTIME")
-else
-    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) or set POUCH_RUNTIME"
-    log "cargo build --release --bin pouch-runtime (no-op when up to date) ..."
-    (cd "$repo" && cargo build --release --bin pouch-runtime --quiet) || die "release build failed"
-    pouch="$repo/target/release/pouch-runtime"
-fi
-[ -x "$pouch" ] || die "$pouch is not an executable"
+pouch=$(bench_binary POUCH_RUNTIME pouch-runtime "no-op when up to date" --bin pouch-runtime)
 crun=$(type -P crun || true)
 [ -n "$crun" ] && crun=$(realpath -- "$crun") ||
     log "warning: crun not installed, left out (scripts/install-deps.sh installs it)"
@@ -173,28 +153,14 @@ fi
 
 # ---- work directory, cgroups, cleanup ------------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/pouch-wasm-bench.XXXXXX")
-cgparent="/pouch-bench/$(basename -- "$work" | tr -c 'A-Za-z0-9\n' '-')"
+cgparent=$(bench_cgparent "$work")
 cleanup() {
     local rc=$?
-    "$repo/tests/support/cgroup-cleanup.sh" --kill "$cgparent" >/dev/null 2>&1 || true
-    if ! "$repo/tests/support/cgroup-cleanup.sh" --check "$cgparent" >/dev/null 2>&1; then
-        log "warning: cgroups left under $cgparent:"
-        "$repo/tests/support/cgroup-cleanup.sh" --check "$cgparent" >&2 || true
-        rc=1
-    fi
-    for d in /sys/fs/cgroup/*/pouch-bench /sys/fs/cgroup/pouch-bench; do
-        if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi
-    done
-    if [ "${BENCH_KEEP:-0}" = 1 ]; then
-        log "kept $work"
-    else
-        rm -rf --one-file-system -- "$work"
-    fi
+    bench_remove_cgroups "$cgparent" || rc=1
+    bench_remove_work "$work" || rc=1
     exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_traps cleanup
 
 log "busybox rootfs with /app/hello.wasm${python_wasm:+ and /app/python.wasm} ..."
 rootfs=$("$repo/tests/fixtures/make-busybox-rootfs.sh" "$work/rootfs")
@@ -212,11 +178,8 @@ bench_base_config "$work/base/config.json" "$rootfs"
     echo "## Machine"
     echo
     bench_machine_lines
-    echo "- state roots, bundles, compile caches: $(dirname -- "$work") ($(findmnt -n -o FSTYPE,OPTIONS -T "$work" | awk '{print $1 ", " $2}'))"
-    rev=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo '?')
-    src="git $rev"
-    [ -z "${POUCH_RUNTIME:-}" ] || src="given by POUCH_RUNTIME; the repository is at $src"
-    echo "- pouch-runtime: $(version_of "$pouch") ($pouch, $(stat -c %s "$pouch") bytes, $src)"
+    echo "- state roots, bundles, compile caches: $(dirname -- "$work") ($(bench_fs_of "$work"))"
+    echo "- pouch-runtime: $(version_of "$pouch") ($pouch, $(stat -c %s "$pouch") bytes, $(bench_source POUCH_RUNTIME --no-changes))"
     [ -z "$crun" ] || echo "- crun: $(version_of "$crun") ($crun)"
     [ -z "$wasmtime" ] || echo "- wasmtime CLI: $(version_of "$wasmtime") (PyPI $WASMTIME_REQ, sha256 ${WASMTIME_SHA256:0:16}…)"
     echo "- hello.wasm: $(stat -c %s "$rootfs/app/hello.wasm") bytes (wasm-examples/bin)"
@@ -236,7 +199,4 @@ args=(--workdir "$work" --base-config "$work/base/config.json" --rootfs "$rootfs
 log "measuring (cgroups under $cgparent; work dir $work) ..."
 unshare -m --propagation private -- bash "$here/wasm-startup.sh" --in-namespace "${args[@]}"
 
-if [ -n "${BENCH_OUT:-}" ]; then
-    cat "$work/header.md" "$work/results.md" >"$BENCH_OUT"
-    log "report written to $BENCH_OUT"
-fi
+bench_write_out "$work"

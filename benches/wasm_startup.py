@@ -20,26 +20,23 @@ order per iteration:
 Wall time is taken around the commands with a monotonic clock; CPU is user+sys of every
 process started, from getrusage(RUSAGE_CHILDREN) deltas (this process is a child subreaper, so
 the container init, which compiles or loads the module in `create` and runs it after `start`,
-is reaped and counted here). The process handling, the statistics and the noise estimate are
-benches/runtime_startup.py's, imported from there.
+is reaped and counted here). The process handling, the statistics, the noise estimate and the
+frame of the run are benches/runtime_startup.py's (on top of benches/benchlib.py), imported from
+there.
 """
 
 import argparse
-import ctypes
 import json
 import os
-import resource
 import shutil
-import signal
 import statistics
 import sys
 import time
 
+import benchlib
 import runtime_startup as rs
 
-
-def log(msg):
-    print(f"wasm-startup: {msg}", file=sys.stderr, flush=True)
+log = benchlib.logger("wasm-startup")
 
 
 class Harness(rs.Harness):
@@ -381,49 +378,17 @@ def main():
     if not a.cgroup_parent.startswith("/"):
         p.error("--cgroup-parent must be absolute")
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(rs.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda signum, _frame: sys.exit(128 + signum))
-
-    h = Harness(a)
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    with open("/proc/loadavg") as f:
-        meta["loadavg_before"] = " ".join(f.read().split()[:3])
-    meta["load_before"] = rs.idle_load_sample()
-    results = {}
-    background = {}
-    try:
-        h.smoke()
+    def measure(h, results, background):
         groups = [("small", "hello / true", a.iterations, a.warmup)]
         if a.large:
             groups.append(("large", "CPython", a.large_iterations, 0))
         for grp, label, iters, warm in groups:
             keys = [k for k, c in h.contenders.items() if c["group"] == grp]
             log(f"{label}: {iters} x {len(keys)} contenders ...")
-            b0, _ = rs.host_busy()
-            r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            w0 = time.perf_counter()
-            results.update(h.interleaved_keys(label, keys, iters, warm))
-            w1 = time.perf_counter()
-            r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            b1, _ = rs.host_busy()
-            ours = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
-            busy_s = (b1 - b0) / os.sysconf("SC_CLK_TCK")
-            background[label] = max(0.0, 100.0 * (busy_s - ours) / (w1 - w0) / os.cpu_count())
-    except BaseException:
-        h.emergency_cleanup()
-        raise
-    meta["background"] = background
-    meta["load_after"] = rs.idle_load_sample()
-    with open("/proc/loadavg") as f:
-        meta["loadavg_after"] = " ".join(f.read().split()[:3])
-    text = report(h, results, meta)
-    print(text)
-    if a.output:
-        with open(a.output, "w") as f:
-            f.write(text + "\n")
+            res, background[label] = benchlib.not_ours(lambda: h.interleaved_keys(label, keys, iters, warm))
+            results.update(res)
+
+    rs.run(Harness, a, measure, report)
 
 
 if __name__ == "__main__":
