@@ -354,15 +354,8 @@ fn readonly_root_masked_and_readonly_paths_and_mounts() {
 fn writable_root_when_not_readonly() {
     // A private copy of the rootfs: this test writes into it.
     let mut b = Bundle::new(&["sh", "-c", "echo ok > /written && cat /written"]);
-    let copy = b.dir.path().join("rootfs");
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(busybox_rootfs())
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    b.spec["root"] = json!({"path": "rootfs", "readonly": false});
+    let copy = private_rootfs(&mut b);
+    b.spec["root"]["readonly"] = json!(false);
     assert_eq!(b.run_ok(), "ok\n");
     assert_eq!(
         std::fs::read_to_string(copy.join("written")).unwrap(),

@@ -88,16 +88,7 @@ fn kill_stops_a_guest_spinning_in_wasm_and_one_asleep_in_a_host_call() {
         ("/app/sleep.wasm", "TERM", 143),
     ] {
         let w = WasmBundle::new(&[prog]);
-        w.b.write();
-        let mut c = w.cmd();
-        c.args(["run", "--bundle", w.b.dir.path().to_str().unwrap(), &w.b.id]);
-        let mut child = c
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut first = [0u8; 5];
-        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+        let mut child = w.spawn_running();
         std::thread::sleep(Duration::from_millis(100));
         stdout_ok(w.rt(&["kill", &w.b.id, sig]));
         let status = child.wait().unwrap();
@@ -278,16 +269,7 @@ fn a_time_limit_annotation_stops_the_guest() {
 #[test]
 fn exec_into_a_wasm_container_says_it_is_not_implemented() {
     let w = WasmBundle::new(&["/app/sleep.wasm"]);
-    w.b.write();
-    let mut c = w.cmd();
-    c.args(["run", "--bundle", w.b.dir.path().to_str().unwrap(), &w.b.id]);
-    let mut child = c
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = [0u8; 5];
-    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    let mut child = w.spawn_running();
     let o = w.rt(&["exec", &w.b.id, "/bin/sh", "-c", "true"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);

@@ -83,17 +83,10 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
-    let read = |mut f: fs::File| {
-        use std::io::{Read, Seek};
-        let mut v = Vec::new();
-        f.seek(std::io::SeekFrom::Start(0)).unwrap();
-        f.read_to_end(&mut v).unwrap();
-        v
-    };
     Output {
         status,
-        stdout: read(out),
-        stderr: read(err),
+        stdout: super::read_from_start(out),
+        stderr: super::read_from_start(err),
     }
 }
 

@@ -251,18 +251,20 @@ pub fn run_captured(cmd: &mut Command) -> Output {
         .stderr(err.try_clone().unwrap())
         .status()
         .unwrap();
-    let read = |mut f: std::fs::File| {
-        use std::io::{Read, Seek};
-        let mut v = Vec::new();
-        f.seek(std::io::SeekFrom::Start(0)).unwrap();
-        f.read_to_end(&mut v).unwrap();
-        v
-    };
     Output {
         status,
-        stdout: read(out),
-        stderr: read(err),
+        stdout: read_from_start(out),
+        stderr: read_from_start(err),
     }
+}
+
+/// Everything a capture file holds, read from its start.
+pub fn read_from_start(mut f: std::fs::File) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let mut v = Vec::new();
+    f.seek(std::io::SeekFrom::Start(0)).unwrap();
+    f.read_to_end(&mut v).unwrap();
+    v
 }
 
 /// Stdout of a command as a string, asserting success.

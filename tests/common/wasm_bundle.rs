@@ -50,6 +50,27 @@ impl WasmBundle {
         run_captured(self.cmd().args(args))
     }
 
+    /// `run --bundle <dir> <id>` in the background (stdout piped), returned once the guest has
+    /// written its first 5 bytes: it runs.
+    pub fn spawn_running(&self) -> std::process::Child {
+        self.b.write();
+        let mut child = self
+            .cmd()
+            .args([
+                "run",
+                "--bundle",
+                self.b.dir.path().to_str().unwrap(),
+                &self.b.id,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 5];
+        std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+        child
+    }
+
     /// `run --bundle <dir> <id>` after writing config.json: (exit code, stdout, stderr).
     pub fn run(&self) -> (i32, String, String) {
         self.b.write();
